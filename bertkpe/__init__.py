@@ -1,0 +1,1 @@
+"""Supervised keyphrase extraction with pretrained transformers."""

@@ -1,0 +1,50 @@
+"""`bertkpe` command line: one sub-command per pipeline stage.
+
+Each stage module defines `add_arguments(parser)` and `run(args)`; this file only
+wires them together, so `bertkpe train ...` and `python scripts/train.py ...` share
+one flag surface.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+COMMANDS = {
+    "preprocess": ("bertkpe.preprocessing", "read a corpus, locate present keyphrases, write JSON lines"),
+    "train": ("bertkpe.training", "train a keyphrase head on preprocessed data"),
+    "test": ("bertkpe.evaluation", "decode and score a checkpoint on dev/eval"),
+    "score": ("bertkpe.metrics", "score a predictions file against a reference file"),
+    "extract": ("bertkpe.extractor", "extract keyphrases from raw text with a checkpoint"),
+    "convert-checkpoint": ("bertkpe.convert", "turn an original BERT-KPE checkpoint into a checkpoint directory"),
+}
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    module_name, help_text = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"bertkpe {command}", description=help_text,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    return parser
+
+
+def run_command(command: str, argv: Sequence[str]) -> int:
+    module = importlib.import_module(COMMANDS[command][0])
+    args = build_parser(command).parse_args(list(argv))
+    result = module.run(args)
+    return int(result or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:<20} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+        print("usage: bertkpe COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return run_command(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
