@@ -1,0 +1,130 @@
+"""Padding documents into batch tensors, and length-grouped batch order.
+
+Per batch the only Python loop is over documents (to copy their arrays into the
+padded buffers); labels at the mention and phrase level are scattered in tensor code.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from bertkpe.data.features import DocumentFeatures
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Batch:
+    """A padded batch. B documents, T sub-tokens, W words, N n-gram lengths, P phrases."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    word_starts: torch.Tensor  # (B, W) first sub-token of each word (0 on padding)
+    word_mask: torch.Tensor  # (B, W) bool
+    phrase_grid: torch.Tensor  # (B, N, W) phrase id of each mention, -1 if none
+    phrase_mask: torch.Tensor  # (B, P) bool
+    gold_spans: torch.Tensor  # (B, G, 2) inclusive word spans of present keyphrases, -1 padding
+    tag_labels: torch.Tensor  # (B, W) BIOEU ids, IGNORE_INDEX on padding
+    indices: list[int]  # position of each document in the dataset
+
+    @property
+    def mention_mask(self) -> torch.Tensor:
+        return self.phrase_grid >= 0
+
+    def mention_labels(self) -> torch.Tensor:
+        """(B, N, W) 1 where the mention is exactly a present keyphrase span."""
+        labels = torch.zeros_like(self.phrase_grid)
+        doc, gold = torch.nonzero(self.gold_spans[..., 0] >= 0, as_tuple=True)
+        spans = self.gold_spans[doc, gold]
+        labels[doc, spans[:, 1] - spans[:, 0], spans[:, 0]] = 1
+        return labels
+
+    def phrase_labels(self) -> torch.Tensor:
+        """(B, P) 1 for phrases with at least one mention that is a present keyphrase."""
+        labels = torch.zeros(self.phrase_mask.shape, dtype=torch.long, device=self.phrase_mask.device)
+        mention_labels = self.mention_labels().bool() & self.mention_mask
+        doc = torch.arange(labels.shape[0], device=labels.device)[:, None, None].expand_as(mention_labels)
+        labels[doc[mention_labels], self.phrase_grid[mention_labels]] = 1
+        return labels
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+                 for name, value in self.__dict__.items()}
+        return Batch(**moved)
+
+
+def collate(documents: Sequence[DocumentFeatures], indices: Sequence[int] | None = None,
+            pad_token_id: int = 0) -> Batch:
+    size = len(documents)
+    max_tokens = max(len(doc.input_ids) for doc in documents)
+    max_words = max(max(doc.num_words for doc in documents), 1)
+    max_ngram = documents[0].phrase_grid.shape[0]
+    max_phrases = max(max(doc.num_phrases for doc in documents), 1)
+    max_gold = max(max(len(doc.gold_spans) for doc in documents), 1)
+
+    input_ids = np.full((size, max_tokens), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((size, max_tokens), dtype=np.int64)
+    word_starts = np.zeros((size, max_words), dtype=np.int64)
+    word_mask = np.zeros((size, max_words), dtype=bool)
+    phrase_grid = np.full((size, max_ngram, max_words), -1, dtype=np.int64)
+    phrase_mask = np.zeros((size, max_phrases), dtype=bool)
+    gold_spans = np.full((size, max_gold, 2), -1, dtype=np.int64)
+    tag_labels = np.full((size, max_words), IGNORE_INDEX, dtype=np.int64)
+    for row, doc in enumerate(documents):
+        tokens, words = len(doc.input_ids), doc.num_words
+        input_ids[row, :tokens] = doc.input_ids
+        attention_mask[row, :tokens] = 1
+        word_starts[row, :words] = doc.word_starts
+        word_mask[row, :words] = True
+        phrase_grid[row, :, :words] = doc.phrase_grid
+        phrase_mask[row, :doc.num_phrases] = True
+        gold_spans[row, :len(doc.gold_spans)] = doc.gold_spans
+        tag_labels[row, :words] = doc.tag_labels
+    return Batch(
+        input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
+        word_starts=torch.from_numpy(word_starts), word_mask=torch.from_numpy(word_mask),
+        phrase_grid=torch.from_numpy(phrase_grid), phrase_mask=torch.from_numpy(phrase_mask),
+        gold_spans=torch.from_numpy(gold_spans), tag_labels=torch.from_numpy(tag_labels),
+        indices=list(indices) if indices is not None else list(range(size)))
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator | None = None,
+                           bucket_batches: int = 50, shuffle: bool = True) -> list[list[int]]:
+    """Batches of similar length: shuffle, sort within buckets of `bucket_batches` batches,
+    then shuffle the batches. Without shuffling, documents keep their order in batches
+    sorted by length (for decoding)."""
+    if not shuffle:
+        order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    permutation = torch.randperm(len(lengths), generator=generator).tolist()
+    bucket = batch_size * bucket_batches
+    batches = []
+    for start in range(0, len(permutation), bucket):
+        chunk = sorted(permutation[start:start + bucket], key=lambda index: -lengths[index])
+        batches.extend(chunk[offset:offset + batch_size] for offset in range(0, len(chunk), batch_size))
+    batch_order = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[index] for index in batch_order]
+
+
+def shard(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """The batches of one distributed rank: every rank gets the same number (the
+    last batches are repeated from the start when they do not divide evenly)."""
+    if world_size == 1:
+        return batches
+    per_rank = math.ceil(len(batches) / world_size)
+    padded = batches + batches[:per_rank * world_size - len(batches)]
+    return padded[rank::world_size]
+
+
+def iterate(documents: Sequence[DocumentFeatures], batches: Sequence[Sequence[int]], pad_token_id: int = 0
+            ) -> Iterator[Batch]:
+    for batch in batches:
+        yield collate([documents[index] for index in batch], batch, pad_token_id)
+
+
+def token_lengths(documents: Sequence[DocumentFeatures]) -> np.ndarray:
+    return np.fromiter((len(doc.input_ids) for doc in documents), dtype=np.int64, count=len(documents))

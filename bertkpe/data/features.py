@@ -1,0 +1,309 @@
+"""Model features: sub-token ids, word starts, n-gram mentions with phrase ids, labels.
+
+Everything Python-side that the models need is built here, once per document, and
+cached on disk; batching then only pads arrays.
+
+Mentions (DESIGN.md) are kept in a *grid* of shape (N, W): row n-1 holds the n-grams
+of n words, column i the n-gram starting at word i. Reading the valid cells row by
+row gives the n-major mention layout. Each cell holds the mention's phrase id, or -1
+where the n-gram runs past the document or is not a candidate (it contains a word
+with no letter or digit, such as a punctuation token, or a word the tokenizer
+dropped).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bertkpe.data.matching import NO_STEMMER, normalize_words
+
+logger = logging.getLogger("bertkpe")
+
+FEATURES_VERSION = 1
+TAGS = ("O", "B", "I", "E", "U")
+TAG_ID = {tag: index for index, tag in enumerate(TAGS)}
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    """Every option that changes a document's features (and so the cache key)."""
+
+    tokenizer: str
+    max_token: int = 510
+    max_phrase_words: int = 5
+    stemmer: str | None = None  # None: the stemmer each document was matched with
+
+
+@dataclass
+class DocumentFeatures:
+    url: str
+    words: list[str]  # the kept (possibly truncated) document words
+    input_ids: np.ndarray  # (T,) int64, with the encoder's special tokens
+    word_starts: np.ndarray  # (W,) int64, index of each word's first sub-token
+    phrase_grid: np.ndarray  # (N, W) int64 phrase id of each mention, -1 if not a candidate
+    phrase_first: np.ndarray  # (P, 2) int64 (start, length) of each phrase's first mention
+    gold_spans: np.ndarray  # (G, 2) int64 inclusive (start, end) of present keyphrases, <= N words
+    tag_labels: np.ndarray  # (W,) int64 BIOEU tag ids
+
+    @property
+    def num_words(self) -> int:
+        return int(self.word_starts.shape[0])
+
+    @property
+    def num_phrases(self) -> int:
+        return int(self.phrase_first.shape[0])
+
+    def phrase_words(self, phrase_id: int) -> list[str]:
+        start, length = self.phrase_first[phrase_id]
+        return self.words[start:start + length]
+
+    def to_state(self) -> dict[str, Any]:
+        return {name: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+                for name, value in self.__dict__.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "DocumentFeatures":
+        return cls(**{name: value.numpy() if isinstance(value, torch.Tensor) else value
+                      for name, value in state.items()})
+
+
+def has_alnum(word: str) -> bool:
+    return any(char.isalnum() for char in word)
+
+
+def load_tokenizer(name_or_path: str):
+    """A fast tokenizer that accepts pre-split words (byte-level BPE needs a prefix space)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    kwargs: dict[str, Any] = {}
+    try:
+        model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    except (OSError, ValueError):
+        model_type = ""
+    if model_type in ("roberta", "longformer", "bart", "gpt2", "deberta"):
+        kwargs["add_prefix_space"] = True
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **kwargs)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{name_or_path}: bertkpe needs a fast (Rust) tokenizer to map words to sub-tokens")
+    return tokenizer
+
+
+def special_tokens_around(tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """The special token ids the encoder expects before and after a single sequence."""
+    probe = tokenizer(["keyphrase"], is_split_into_words=True, add_special_tokens=True)
+    word_ids = probe.word_ids(0)
+    inside = [position for position, word in enumerate(word_ids) if word is not None]
+    ids = np.asarray(probe["input_ids"], dtype=np.int64)
+    return ids[:inside[0]], ids[inside[-1] + 1:]
+
+
+def phrase_ids_for(normalized: Sequence[str], candidate: np.ndarray, max_phrase_words: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Give equal n-grams one id. Returns the (N, W) grid of ids and (P, 2) first mentions."""
+    num_words = len(normalized)
+    grid = np.full((max_phrase_words, num_words), -1, dtype=np.int64)
+    if num_words == 0:
+        return grid, np.zeros((0, 2), dtype=np.int64)
+    vocabulary: dict[str, int] = {}
+    word_ids = np.fromiter((vocabulary.setdefault(word, len(vocabulary) + 1) for word in normalized),
+                           dtype=np.int64, count=num_words)
+    # Column k of `keys` is the word id at offset k; 0 past the end, so the n-gram key is
+    # exact and distinct from any longer n-gram.
+    padded = np.concatenate([word_ids, np.zeros(max_phrase_words, dtype=np.int64)])
+    offsets = np.arange(num_words)[:, None] + np.arange(max_phrase_words)[None, :]
+    windows = padded[offsets]  # (W, N)
+    bad = np.concatenate([~candidate, np.ones(max_phrase_words, dtype=bool)])[offsets]
+    lengths = np.arange(1, max_phrase_words + 1)
+    valid = ~(np.cumsum(bad, axis=1) > 0)  # (W, N): n-gram of length n+1 at i is a candidate
+    rows = []
+    for length in lengths:  # N small row blocks, one per n-gram length
+        keys = windows.copy()
+        keys[:, length:] = 0
+        rows.append(keys)
+    all_keys = np.stack(rows)  # (N, W, N)
+    mask = valid.T  # (N, W)
+    flat_keys = all_keys[mask]
+    if flat_keys.shape[0] == 0:
+        return grid, np.zeros((0, 2), dtype=np.int64)
+    _, first_index, inverse = np.unique(flat_keys, axis=0, return_index=True, return_inverse=True)
+    # Number phrases by first appearance in n-major order so ids are stable and readable.
+    order = np.argsort(first_index, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    grid[mask] = rank[inverse.reshape(-1)]
+    length_index, start_index = np.nonzero(mask)
+    first_positions = first_index[order]
+    phrase_first = np.stack([start_index[first_positions], length_index[first_positions] + 1], axis=1)
+    return grid, phrase_first.astype(np.int64)
+
+
+def tag_labels_for(gold_spans: np.ndarray, num_words: int) -> np.ndarray:
+    """BIOEU tags; where present keyphrases overlap, the earlier, then longer, span wins."""
+    tags = np.full(num_words, TAG_ID["O"], dtype=np.int64)
+    taken = np.zeros(num_words, dtype=bool)
+    for start, end in sorted(gold_spans.tolist(), key=lambda span: (span[0], span[0] - span[1])):
+        if taken[start:end + 1].any():
+            continue
+        taken[start:end + 1] = True
+        if start == end:
+            tags[start] = TAG_ID["U"]
+        else:
+            tags[start] = TAG_ID["B"]
+            tags[start + 1:end] = TAG_ID["I"]
+            tags[end] = TAG_ID["E"]
+    return tags
+
+
+def build_features(records: Sequence[dict[str, Any]], tokenizer, options: FeatureOptions
+                   ) -> list[DocumentFeatures]:
+    """Features for a chunk of preprocessed records, tokenized in one batched call."""
+    # A word is at least one sub-token, so no more than max_token words can fit.
+    word_lists = [list(record["doc_words"][:options.max_token]) for record in records]
+    encoded = tokenizer(word_lists, is_split_into_words=True, add_special_tokens=False,
+                        return_attention_mask=False, return_token_type_ids=False)
+    prefix, suffix = special_tokens_around(tokenizer)
+    features = []
+    for index, (record, words) in enumerate(zip(records, word_lists)):
+        token_ids = np.asarray(encoded["input_ids"][index], dtype=np.int64)
+        word_of_token = np.asarray(encoded.word_ids(index), dtype=np.int64)
+        num_words = len(words)
+        if len(token_ids) > options.max_token:
+            # Keep whole words only: cut before the word that crosses max_token.
+            num_words = int(word_of_token[options.max_token])
+            keep = word_of_token < num_words
+            token_ids, word_of_token = token_ids[keep], word_of_token[keep]
+        words = words[:num_words]
+        # First sub-token of each word; a word the tokenizer dropped (no sub-token)
+        # points at the next word's start and is excluded from candidates.
+        first = np.full(num_words + 1, len(token_ids), dtype=np.int64)
+        np.minimum.at(first, word_of_token, np.arange(len(token_ids)))
+        covered = first[:num_words] < len(token_ids)
+        first = np.minimum.accumulate(first[::-1])[::-1][:num_words]
+        word_starts = np.minimum(first, max(len(token_ids) - 1, 0)) + len(prefix)
+        input_ids = np.concatenate([prefix, token_ids, suffix])
+
+        stemmer = options.stemmer or record.get("stemmer") or NO_STEMMER
+        normalized = normalize_words(words, stemmer)
+        candidate = covered & np.fromiter((has_alnum(word) for word in words), dtype=bool, count=num_words)
+        phrase_grid, phrase_first = phrase_ids_for(normalized, candidate, options.max_phrase_words)
+        spans = [(start, end) for occurrences in record.get("start_end_pos", [])
+                 for start, end in occurrences
+                 if end < num_words and end - start < options.max_phrase_words]
+        gold_spans = np.asarray(sorted(set(spans)), dtype=np.int64).reshape(-1, 2)
+        features.append(DocumentFeatures(
+            url=str(record["url"]), words=words, input_ids=input_ids, word_starts=word_starts,
+            phrase_grid=phrase_grid, phrase_first=phrase_first, gold_spans=gold_spans,
+            tag_labels=tag_labels_for(gold_spans, num_words)))
+    return features
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Preprocessed JSON lines (the output of `bertkpe preprocess`)."""
+    records = []
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ValueError(f"{path}:{line_number}: not a JSON line ({error})") from error
+            if not isinstance(record, dict) or not isinstance(record.get("doc_words"), list) or "url" not in record:
+                raise ValueError(f"{path}:{line_number}: expected an object with 'url' and 'doc_words'")
+            records.append(record)
+    return records
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of the tokenizer's full definition (vocabulary, normaliser, special tokens)."""
+    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
+    digest.update(json.dumps([ids.tolist() for ids in special_tokens_around(tokenizer)]).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def cache_key(path: str | os.PathLike, tokenizer, options: FeatureOptions) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    settings = {**asdict(options), "tokenizer": tokenizer_fingerprint(tokenizer), "version": FEATURES_VERSION}
+    digest.update(json.dumps(settings, sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()[:24]
+
+
+_worker_tokenizer = None
+
+
+def _init_worker(tokenizer_name: str) -> None:
+    global _worker_tokenizer
+    torch.set_num_threads(1)
+    _worker_tokenizer = load_tokenizer(tokenizer_name)
+
+
+def _build_chunk(args: tuple[list[dict[str, Any]], FeatureOptions]) -> list[dict[str, Any]]:
+    records, options = args
+    return [feature.to_state() for feature in build_features(records, _worker_tokenizer, options)]
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def build_all(records: Sequence[dict[str, Any]], tokenizer, options: FeatureOptions,
+              workers: int = 1, chunk_size: int = 128, description: str = "features"
+              ) -> list[DocumentFeatures]:
+    """Features for many records, in worker processes when workers > 1."""
+    progress = tqdm(total=len(records), desc=description, unit="doc", leave=False)
+    features: list[DocumentFeatures] = []
+    if workers <= 1 or len(records) <= chunk_size:
+        for chunk in _chunks(records, chunk_size):
+            features.extend(build_features(chunk, tokenizer, options))
+            progress.update(len(chunk))
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer.name_or_path,)) as pool:
+            jobs = ((list(chunk), options) for chunk in _chunks(records, chunk_size))
+            for states in pool.map(_build_chunk, jobs):
+                features.extend(DocumentFeatures.from_state(state) for state in states)
+                progress.update(len(states))
+    progress.close()
+    return features
+
+
+def load_features(path: str | os.PathLike, tokenizer, options: FeatureOptions,
+                  cache_dir: str | os.PathLike | None = "data/cached_features",
+                  workers: int | None = None) -> list[DocumentFeatures]:
+    """Features of a preprocessed file, from the cache when its key matches.
+
+    The key hashes the file's bytes, the tokenizer's definition and every option, so a
+    changed input or option never reuses a stale cache.
+    """
+    path = Path(path)
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"{path.stem}.{cache_key(path, tokenizer, options)}.pt"
+        if cache_file.exists():
+            logger.info("loading cached features %s", cache_file)
+            states = torch.load(cache_file, weights_only=True)
+            return [DocumentFeatures.from_state(state) for state in states]
+    records = read_records(path)
+    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    features = build_all(records, tokenizer, options, workers=workers, description=path.name)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as handle:
+            torch.save([feature.to_state() for feature in features], handle)
+        os.replace(handle.name, cache_file)
+        logger.info("cached %d documents' features in %s", len(features), cache_file)
+    return features

@@ -1,0 +1,44 @@
+"""One decoder for every head: mention scores -> phrase scores -> top-k phrases.
+
+Phrase ids already merge mentions with equal normalised text (stemmed where the
+dataset is stemmed), so ranking phrases is de-duplication by stem as well. Sorting
+and top-k run in tensor code; Python only turns the final k ids into words.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from bertkpe.data.batching import Batch
+from bertkpe.data.features import DocumentFeatures
+from bertkpe.models.base import pool_phrases
+
+
+@dataclass
+class RankedPhrases:
+    url: str
+    phrases: list[list[str]]  # words of each phrase, as first seen in the document
+    scores: list[float]
+
+
+def top_phrases(phrase_scores: torch.Tensor, phrase_mask: torch.Tensor, top_k: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, k) scores and phrase ids, best first; -inf scores mark slots with no phrase."""
+    masked = phrase_scores.float().masked_fill(~phrase_mask, float("-inf"))
+    k = min(top_k, masked.shape[1])
+    return torch.topk(masked, k, dim=1, sorted=True)
+
+
+def decode_batch(mention_scores: torch.Tensor, batch: Batch, documents: Sequence[DocumentFeatures],
+                 top_k: int = 5) -> list[RankedPhrases]:
+    phrase_scores = pool_phrases(mention_scores.float(), batch.phrase_grid, batch.phrase_mask.shape[1])
+    scores, ids = top_phrases(phrase_scores, batch.phrase_mask, top_k)
+    scores, ids = scores.cpu().tolist(), ids.cpu().tolist()
+    ranked = []
+    for doc, doc_scores, doc_ids in zip(documents, scores, ids):
+        kept = [(phrase_id, score) for phrase_id, score in zip(doc_ids, doc_scores) if score != float("-inf")]
+        ranked.append(RankedPhrases(url=doc.url, phrases=[doc.phrase_words(phrase_id) for phrase_id, _ in kept],
+                                    scores=[score for _, score in kept]))
+    return ranked

@@ -1,0 +1,35 @@
+"""Bert2Chunk: classify every n-gram as keyphrase or not."""
+from __future__ import annotations
+
+from torch import nn
+from torch.nn import functional as F
+
+from bertkpe.data.batching import Batch
+from bertkpe.models.base import KeyphraseModel, ModelOutput
+from bertkpe.models.ngram import NGramCNN
+
+CNN_CHANNELS = 512
+
+
+def chunk_loss(logits, batch: Batch):
+    """Cross-entropy of the 2-way n-gram classifier over every candidate mention."""
+    mask = batch.mention_mask
+    return F.cross_entropy(logits[mask].float(), batch.mention_labels()[mask])
+
+
+class Bert2Chunk(KeyphraseModel):
+    """Mention score = P(keyphrase) from a 2-way classifier over its n-gram CNN vector."""
+
+    model_class = "bert2chunk"
+
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
+        super().__init__(encoder, max_phrase_words)
+        self.ngram_cnn = NGramCNN(self.hidden_size, max_phrase_words, CNN_CHANNELS, self.dropout_rate / 2)
+        self.chunk_classifier = nn.Linear(CNN_CHANNELS, 2)
+
+    def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
+        logits = self.chunk_classifier(self.ngram_cnn(words))  # (B, N, W, 2)
+        mention_scores = logits.float().softmax(-1)[..., 1]
+        mention_scores = mention_scores.masked_fill(~batch.mention_mask, float("-inf"))
+        loss = chunk_loss(logits, batch) if compute_loss else None
+        return ModelOutput(mention_scores, loss)

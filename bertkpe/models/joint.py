@@ -1,0 +1,27 @@
+"""Bert2Joint (JointKPE): rank and chunk objectives over one shared n-gram CNN."""
+from __future__ import annotations
+
+from torch import nn
+
+from bertkpe.data.batching import Batch
+from bertkpe.models.base import ModelOutput
+from bertkpe.models.chunk import CNN_CHANNELS, chunk_loss
+from bertkpe.models.rank import Bert2Rank
+
+
+class Bert2Joint(Bert2Rank):
+    """Loss = rank loss + chunk loss; decoding uses the rank scores."""
+
+    model_class = "bert2joint"
+
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
+        super().__init__(encoder, max_phrase_words)
+        self.chunk_classifier = nn.Linear(CNN_CHANNELS, 2)
+
+    def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
+        grams = self.ngram_cnn(words)
+        mention_scores = self.rank_scores(grams, batch)
+        loss = None
+        if compute_loss:
+            loss = self.rank_loss(mention_scores, batch) + chunk_loss(self.chunk_classifier(grams), batch)
+        return ModelOutput(mention_scores, loss)

@@ -1,0 +1,61 @@
+"""Bert2Rank: score every n-gram, rank phrases by their best mention."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bertkpe.data.batching import Batch
+from bertkpe.models.base import KeyphraseModel, ModelOutput
+from bertkpe.models.chunk import CNN_CHANNELS
+from bertkpe.models.ngram import NGramCNN
+
+
+def margin_rank_loss(phrase_scores: torch.Tensor, phrase_labels: torch.Tensor, phrase_mask: torch.Tensor,
+                     margin: float = 1.0) -> torch.Tensor:
+    """Mean hinge loss between every positive and every negative phrase of a document,
+    averaged over documents that have both; one batched tensor expression.
+
+    Positives are few, so they are gathered into (B, K) and compared with all phrases
+    under a mask: (B, K, P) rather than (B, P, P).
+    """
+    scores = phrase_scores.float().masked_fill(~phrase_mask, 0.0)
+    positive = phrase_labels.bool() & phrase_mask
+    negative = ~phrase_labels.bool() & phrase_mask
+    num_positive = int(positive.sum(1).max().item()) if positive.numel() else 0
+    if num_positive == 0:
+        return scores.sum() * 0.0
+    order = torch.argsort(positive.to(torch.int8), dim=1, descending=True, stable=True)[:, :num_positive]
+    positive_scores = torch.gather(scores, 1, order)  # (B, K)
+    positive_valid = torch.gather(positive, 1, order)  # (B, K)
+    hinge = torch.relu(margin - positive_scores[:, :, None] + scores[:, None, :])  # (B, K, P)
+    pairs = positive_valid[:, :, None] & negative[:, None, :]
+    pair_counts = pairs.sum((1, 2))
+    per_document = torch.where(pairs, hinge, 0.0).sum((1, 2)) / pair_counts.clamp(min=1)
+    has_pairs = pair_counts > 0
+    if not bool(has_pairs.any()):
+        return scores.sum() * 0.0
+    return per_document[has_pairs].mean()
+
+
+class Bert2Rank(KeyphraseModel):
+    """Mention score = a linear score of its n-gram CNN vector; trained to rank."""
+
+    model_class = "bert2rank"
+
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
+        super().__init__(encoder, max_phrase_words)
+        self.ngram_cnn = NGramCNN(self.hidden_size, max_phrase_words, CNN_CHANNELS, self.dropout_rate / 2)
+        self.rank_scorer = nn.Linear(CNN_CHANNELS, 1)
+
+    def rank_scores(self, grams: torch.Tensor, batch: Batch) -> torch.Tensor:
+        scores = self.rank_scorer(grams).squeeze(-1).float()
+        return scores.masked_fill(~batch.mention_mask, float("-inf"))
+
+    def rank_loss(self, mention_scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+        phrase_scores = self.phrase_scores(mention_scores, batch)
+        return margin_rank_loss(phrase_scores, batch.phrase_labels(), batch.phrase_mask)
+
+    def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
+        mention_scores = self.rank_scores(self.ngram_cnn(words), batch)
+        loss = self.rank_loss(mention_scores, batch) if compute_loss else None
+        return ModelOutput(mention_scores, loss)
