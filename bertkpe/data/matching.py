@@ -8,7 +8,8 @@ for LIAAD corpora, none for OpenKP.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Sequence
+from collections import defaultdict
+from typing import Callable, Collection, Mapping, Sequence
 
 from nltk.stem.porter import PorterStemmer
 from nltk.stem.snowball import SnowballStemmer
@@ -54,5 +55,43 @@ def get_normalizer(stemmer: str) -> Callable[[str], str]:
 
 
 def normalize_words(words: Sequence[str], stemmer: str) -> list[str]:
+    """`words` normalised; each distinct word is normalised once, as long documents repeat words a lot."""
     normalize = get_normalizer(stemmer)
-    return [normalize(word) for word in words]
+    table = {word: normalize(word) for word in set(words)}
+    return [table[word] for word in words]
+
+
+def index_positions(words: Sequence[str], only: Collection[str] | None = None) -> dict[str, list[int]]:
+    """word -> its positions in `words` (for the words in `only`, if given), so a phrase is only
+    compared where its first word occurs."""
+    positions: dict[str, list[int]] = defaultdict(list)
+    for i, word in enumerate(words):
+        if only is None or word in only:
+            positions[word].append(i)
+    return positions
+
+
+def find_occurrences(doc_norm: Sequence[str], phrase_norm: Sequence[str],
+                     positions: Mapping[str, list[int]] | None = None) -> list[tuple[int, int]]:
+    """Every contiguous occurrence of `phrase_norm` in `doc_norm` as inclusive (start, end), overlaps included.
+
+    Pass `positions = index_positions(doc_norm)` (covering at least the phrase's first word) when
+    matching many phrases in one document.
+    """
+    if not phrase_norm:
+        return []
+    if positions is None:
+        positions = index_positions(doc_norm)
+    n = len(phrase_norm)
+    phrase = list(phrase_norm)
+    return [(i, i + n - 1) for i in positions.get(phrase[0], ())
+            if list(doc_norm[i:i + n]) == phrase]
+
+
+def locate_keyphrases(doc_words: Sequence[str], keyphrases: Sequence[Sequence[str]],
+                      stemmer: str) -> list[list[tuple[int, int]]]:
+    """For each keyphrase, its occurrences in the document after normalising both with `stemmer`."""
+    doc_norm = normalize_words(doc_words, stemmer)
+    phrases_norm = [normalize_words(phrase, stemmer) for phrase in keyphrases]
+    positions = index_positions(doc_norm, only={phrase[0] for phrase in phrases_norm if phrase})
+    return [find_occurrences(doc_norm, phrase, positions) for phrase in phrases_norm]
