@@ -7,8 +7,8 @@ for LIAAD corpora, none for OpenKP.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from collections import defaultdict
+from functools import lru_cache
 from typing import Callable, Collection, Mapping, Sequence
 
 from nltk.stem.porter import PorterStemmer
