@@ -1,0 +1,380 @@
+"""Keyphrases of raw text with a trained checkpoint: the Python API and `bertkpe extract`.
+
+    from bertkpe import KeyphraseExtractor
+    kx = KeyphraseExtractor.from_pretrained("results/.../best")
+    kx.extract("A document ...", top_k=5)             # [("phrase", score), ...]
+    kx.extract(["doc 1", "doc 2"], top_k=10)          # one list per document
+
+Text is split into words the way the checkpoint's training data was split (its
+`dataset_class`: openkp -> whitespace, kp20k -> the KP20K tokenizer, multidata -> the
+LIAAD tokenizer), then goes through the same feature, batching, model and decoding code
+as evaluation. Only the words the encoder sees (at most `max_token` sub-tokens) are
+candidates: longer documents are truncated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import torch
+
+from bertkpe.data.batching import collate, length_grouped_batches
+from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer, special_tokens_around
+from bertkpe.data.matching import NO_STEMMER
+from bertkpe.decoding import decode_batch
+from bertkpe.models.base import KeyphraseModel, read_kpe_config
+
+WordSplitter = Callable[[str], list]
+Keyphrases = list  # list[tuple[str, float]]
+
+# ----------------------------------------------------------------------------- word splitters
+
+
+def whitespace_split(text: str) -> list[str]:
+    """OpenKP's words: the text split on whitespace."""
+    return text.split()
+
+
+def kp20k_split(text: str) -> list[str]:
+    from bertkpe.data.sources import kp20k_tokenize
+
+    return kp20k_tokenize(text)
+
+
+def liaad_split(text: str) -> list[str]:
+    from bertkpe.data.sources import liaad_tokenize
+
+    return liaad_tokenize(text)
+
+
+WORD_SPLITTERS: dict[str, WordSplitter] = {
+    "whitespace": whitespace_split,
+    "kp20k": kp20k_split,
+    "liaad": liaad_split,
+}
+# The splitter each dataset class's preprocessing uses (bertkpe.data.sources).
+DATASET_SPLITTER = {"openkp": "whitespace", "kp20k": "kp20k", "multidata": "liaad"}
+DEFAULT_SPLITTER = "liaad"  # checkpoints without a dataset_class: any language, punctuation apart
+
+
+def get_word_splitter(name: str | WordSplitter) -> WordSplitter:
+    """A splitter by name ("whitespace", "kp20k", "liaad", or a dataset class) or a callable."""
+    if callable(name):
+        return name
+    key = DATASET_SPLITTER.get(name, name)
+    try:
+        return WORD_SPLITTERS[key]
+    except KeyError:
+        choices = sorted(set(WORD_SPLITTERS) | set(DATASET_SPLITTER))
+        raise ValueError(f"unknown word splitter {name!r}; choose from {choices} or pass a callable") from None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def encoder_token_limit(tokenizer, config: Any) -> int | None:
+    """The most sub-tokens (special tokens excluded) the encoder accepts, if known."""
+    prefix, suffix = special_tokens_around(tokenizer)
+    specials = len(prefix) + len(suffix)
+    limits = []
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:
+        limits.append(model_max - specials)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+            positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1  # positions start past padding
+        limits.append(positions - specials)
+    return min(limits) if limits else None
+
+
+# ----------------------------------------------------------------------------- the API
+
+
+class KeyphraseExtractor:
+    """A trained keyphrase model with its tokenizer and the options it was trained with.
+
+    Build it with `from_pretrained(checkpoint_dir)`; `extract()` takes raw text.
+    """
+
+    def __init__(self, model: KeyphraseModel, tokenizer, *, max_token: int = 510, stemmer: str = NO_STEMMER,
+                 word_splitter: str | WordSplitter = DEFAULT_SPLITTER, tokenizer_name: str = "",
+                 device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        limit = encoder_token_limit(tokenizer, model.encoder.config)
+        # Documents are tokenized whole and truncated to max_token afterwards: silence the
+        # tokenizer's "longer than the maximum sequence length" warning, which does not apply.
+        warned = getattr(tokenizer, "deprecation_warnings", None)
+        if isinstance(warned, dict):
+            warned["sequence-length-is-longer-than-the-specified-maximum"] = True
+        self.max_token = min(int(max_token), limit) if limit is not None else int(max_token)
+        self.stemmer = stemmer or NO_STEMMER
+        self.split_words = get_word_splitter(word_splitter)
+        self.options = FeatureOptions(tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", ""),
+                                      max_token=self.max_token, max_phrase_words=model.max_phrase_words,
+                                      stemmer=self.stemmer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device | None = None,
+                        word_splitter: str | WordSplitter | None = None, stemmer: str | None = None,
+                        max_token: int | None = None) -> "KeyphraseExtractor":
+        """Load a checkpoint directory (`save_pretrained` layout: config.json, model.safetensors,
+        kpe_config.json, tokenizer files).
+
+        From kpe_config.json: `model_class`, `max_phrase_words` (read by the model loader),
+        `max_token` (default 510), `dataset_class` (picks the word splitter; default: the
+        LIAAD tokenizer) and `stemmer` (merges phrases with equal stems; default "none").
+        Keyword arguments override them.
+        """
+        from bertkpe.models import load_model
+
+        directory = Path(directory)
+        config = read_kpe_config(directory)
+        model = load_model(directory, device="cpu")
+        tokenizer = load_tokenizer(str(directory))
+        dataset_class = config.get("dataset_class")
+        if word_splitter is None:
+            word_splitter = DATASET_SPLITTER.get(dataset_class, DEFAULT_SPLITTER)
+        return cls(model, tokenizer,
+                   max_token=max_token if max_token is not None else int(config.get("max_token") or 510),
+                   stemmer=stemmer if stemmer is not None else (config.get("stemmer") or NO_STEMMER),
+                   word_splitter=word_splitter, tokenizer_name=str(directory), device=device)
+
+    def extract(self, documents: Union[str, Sequence[str]], top_k: int = 5, batch_size: int = 16,
+                progress: bool = False) -> Union[Keyphrases, list[Keyphrases]]:
+        """The top_k keyphrases of one document (a str) or of each of a list of documents.
+
+        Each keyphrase is `(phrase, score)`, best first: the phrase as it appears in the
+        text (its words as split, in the casing of its first occurrence, joined by single
+        spaces), the score a Python float (higher is better; its scale depends on the
+        head). Phrases with equal normalised words (lower-cased, stemmed when the
+        checkpoint's stemmer is on) are one phrase. A document longer than the encoder
+        takes (`max_token` sub-tokens) is truncated: only its first words are candidates.
+        An empty document gives []. Documents are batched by length; results come back
+        in input order.
+        """
+        if isinstance(documents, str):
+            return self.extract([documents], top_k=top_k, batch_size=batch_size)[0]
+        texts = list(documents)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"document {index} is {type(text).__name__}, expected str")
+        return self.extract_words([self.split_words(text) for text in texts], top_k=top_k,
+                                  batch_size=batch_size, progress=progress)
+
+    def extract_words(self, word_lists: Sequence[Sequence[str]], top_k: int = 5, batch_size: int = 16,
+                      progress: bool = False, chunk_size: int = 4096) -> list[Keyphrases]:
+        """Like `extract`, for documents already split into words."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        results: list[Keyphrases] = [[] for _ in word_lists]
+        todo = [index for index, words in enumerate(word_lists) if len(words) > 0]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(word_lists), unit="doc", desc="extract", file=sys.stderr)
+            bar.update(len(word_lists) - len(todo))
+        # Feature building holds every document's arrays: go by chunks for huge inputs.
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            for index, ranked in self._extract_chunk([word_lists[i] for i in chunk], top_k, batch_size, bar):
+                results[chunk[index]] = ranked
+        if bar is not None:
+            bar.close()
+        return results
+
+    def _extract_chunk(self, word_lists: Sequence[Sequence[str]], top_k: int, batch_size: int, bar
+                       ) -> Iterable[tuple[int, Keyphrases]]:
+        records = [{"url": str(index), "doc_words": list(words), "start_end_pos": [], "stemmer": self.stemmer}
+                   for index, words in enumerate(word_lists)]
+        features = build_features(records, self.tokenizer, self.options)  # one batched tokenizer call
+        # Documents without a candidate n-gram (e.g. only punctuation) need no forward pass.
+        live = [index for index, doc in enumerate(features) if doc.num_phrases > 0]
+        if bar is not None:
+            bar.update(len(features) - len(live))
+        lengths = [len(features[index].input_ids) for index in live]
+        batches = length_grouped_batches(lengths, batch_size, shuffle=False)
+        with torch.inference_mode():
+            for batch_positions in batches:
+                indices = [live[position] for position in batch_positions]
+                documents = [features[index] for index in indices]
+                batch = collate(documents, indices, self.pad_token_id).to(self.device)
+                output = self.model(batch)
+                for index, ranked in zip(indices, decode_batch(output.mention_scores, batch, documents, top_k)):
+                    yield index, [(" ".join(words), float(score)) for words, score in zip(ranked.phrases, ranked.scores)]
+                if bar is not None:
+                    bar.update(len(indices))
+
+    def __repr__(self) -> str:
+        return (f"KeyphraseExtractor(model_class={self.model.model_class!r}, device={str(self.device)!r}, "
+                f"max_token={self.max_token}, stemmer={self.stemmer!r})")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+class InputError(Exception):
+    """Bad input, reported as `error: FILE:LINE: reason` with exit code 2."""
+
+    def __init__(self, source: str, line: int | None, reason: str):
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {reason}")
+
+
+STDIN = "-"
+
+
+def _source_name(source: str) -> str:
+    return "<stdin>" if source == STDIN else source
+
+
+def _expand_inputs(inputs: Sequence[str], suffix: str) -> list[str]:
+    """Files in the order given; a directory stands for its *suffix files, sorted by name."""
+    files = []
+    for source in inputs:
+        if source == STDIN:
+            files.append(source)
+            continue
+        path = Path(source)
+        if path.is_dir():
+            members = sorted(str(member) for member in path.iterdir() if member.is_file() and member.suffix == suffix)
+            if not members:
+                raise InputError(source, None, f"directory holds no {suffix} files")
+            files.extend(members)
+        elif path.is_file():
+            files.append(source)
+        else:
+            raise InputError(source, None, "no such file or directory")
+    return files
+
+
+def _read_bytes(source: str) -> bytes:
+    if source == STDIN:
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as error:
+        raise InputError(source, None, f"cannot read: {error.strerror or error}") from None
+
+
+def _decode(raw: bytes, source: str, line: int | None) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if line is None:  # a whole file: locate the line of the bad byte
+            line = raw.count(b"\n", 0, error.start) + 1
+        raise InputError(_source_name(source), line, f"not valid UTF-8 ({error.reason} at byte {error.start})") from None
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Lines of a file without their ends; a final newline does not start a new line."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def read_documents(inputs: Sequence[str], fmt: str = "text", lines: bool = False) -> list[tuple[Any, str]]:
+    """(id, text) of every document in the inputs; raises InputError on bad input.
+
+    ids: a JSON line's `id` if given, else the line number (1-based) for --lines and
+    jsonl ("FILE:LINE" when several files are read), else the file name.
+    """
+    files = _expand_inputs(inputs, ".jsonl" if fmt == "jsonl" else ".txt")
+    several = len(files) > 1
+    documents: list[tuple[Any, str]] = []
+    for source in files:
+        name = _source_name(source)
+        data = _read_bytes(source)
+
+        def line_id(number: int) -> Any:
+            return f"{name}:{number}" if several else number
+
+        if fmt == "jsonl":
+            for number, raw in enumerate(_lines(data), start=1):
+                text = _decode(raw, source, number)
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise InputError(name, number, f"not valid JSON ({error.msg}, column {error.colno})") from None
+                if not isinstance(record, dict):
+                    raise InputError(name, number, f"expected a JSON object, got {type(record).__name__}")
+                if "text" not in record:
+                    raise InputError(name, number, "the object has no 'text' field")
+                if not isinstance(record["text"], str):
+                    raise InputError(name, number, f"'text' must be a string, got {type(record['text']).__name__}")
+                documents.append((record["id"] if "id" in record else line_id(number), record["text"]))
+        elif lines:
+            for number, raw in enumerate(_lines(data), start=1):
+                documents.append((line_id(number), _decode(raw, source, number)))
+        else:
+            text = _decode(data, source, None)
+            documents.append((name, text[1:] if text.startswith("\ufeff") else text))
+    return documents
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="DIR",
+                        help="checkpoint directory (config.json, model.safetensors, kpe_config.json, tokenizer)")
+    parser.add_argument("--input", action="append", default=None, metavar="FILE",
+                        help="input file, a directory of .txt (.jsonl) files, or - for stdin; may be repeated "
+                             "(default: stdin)")
+    parser.add_argument("--format", choices=["text", "jsonl"], default="text",
+                        help="text: plain text; jsonl: JSON lines with a 'text' field and an optional 'id'")
+    parser.add_argument("--lines", action="store_true",
+                        help="text format: one document per line (default: one document per file)")
+    parser.add_argument("--top_k", type=int, default=5, help="keyphrases per document")
+    parser.add_argument("--batch_size", type=int, default=16, help="documents per forward pass")
+    parser.add_argument("--output", default=None, metavar="FILE", help="write JSON lines here (default: stdout)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--word_splitter", default=None, choices=sorted(WORD_SPLITTERS),
+                        help="how to split text into words (default: the checkpoint's dataset class)")
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top_k < 1 or args.batch_size < 1:
+        return _error("--top_k and --batch_size must be at least 1")
+    try:
+        documents = read_documents(args.input or [STDIN], args.format, args.lines)
+    except InputError as error:
+        return _error(str(error))
+    try:
+        extractor = KeyphraseExtractor.from_pretrained(args.checkpoint, device=args.device,
+                                                       word_splitter=args.word_splitter)
+    except (FileNotFoundError, ValueError, OSError) as error:
+        return _error(f"{args.checkpoint}: cannot load the checkpoint ({error})")
+    except (RuntimeError, AssertionError) as error:  # a device torch cannot use
+        return _error(f"cannot run on device {args.device!r} ({error})")
+    results = extractor.extract([text for _, text in documents], top_k=args.top_k, batch_size=args.batch_size,
+                                progress=len(documents) >= 100)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for (doc_id, _), keyphrases in zip(documents, results):
+            record = {"id": doc_id, "keyphrases": [[phrase, score] for phrase, score in keyphrases]}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    return 0
