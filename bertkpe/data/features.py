@@ -124,19 +124,19 @@ def phrase_ids_for(normalized: Sequence[str], candidate: np.ndarray, max_phrase_
     offsets = np.arange(num_words)[:, None] + np.arange(max_phrase_words)[None, :]
     windows = padded[offsets]  # (W, N)
     bad = np.concatenate([~candidate, np.ones(max_phrase_words, dtype=bool)])[offsets]
-    lengths = np.arange(1, max_phrase_words + 1)
     valid = ~(np.cumsum(bad, axis=1) > 0)  # (W, N): n-gram of length n+1 at i is a candidate
-    rows = []
-    for length in lengths:  # N small row blocks, one per n-gram length
-        keys = windows.copy()
-        keys[:, length:] = 0
-        rows.append(keys)
-    all_keys = np.stack(rows)  # (N, W, N)
     mask = valid.T  # (N, W)
-    flat_keys = all_keys[mask]
-    if flat_keys.shape[0] == 0:
+    if not mask.any():
         return grid, np.zeros((0, 2), dtype=np.int64)
-    _, first_index, inverse = np.unique(flat_keys, axis=0, return_index=True, return_inverse=True)
+    base = len(vocabulary) + 1
+    if max_phrase_words * np.log2(base) < 62:
+        # Mixed-radix code of the n-gram's word ids: one exact int64 per mention.
+        codes = np.cumsum(windows * base ** np.arange(max_phrase_words, dtype=np.int64), axis=1)  # (W, N)
+        _, first_index, inverse = np.unique(codes.T[mask], return_index=True, return_inverse=True)
+    else:
+        lengths = np.arange(max_phrase_words)
+        keys = np.where(lengths[None, None, :] <= lengths[:, None, None], windows[None], 0)  # (N, W, N)
+        _, first_index, inverse = np.unique(keys[mask], axis=0, return_index=True, return_inverse=True)
     # Number phrases by first appearance in n-major order so ids are stable and readable.
     order = np.argsort(first_index, kind="stable")
     rank = np.empty_like(order)
