@@ -116,7 +116,8 @@ def shard(batches: list[list[int]], rank: int, world_size: int) -> list[list[int
     if world_size == 1:
         return batches
     per_rank = math.ceil(len(batches) / world_size)
-    padded = batches + batches[:per_rank * world_size - len(batches)]
+    # Cycle through the batches: with fewer batches than ranks, one pass does not fill them all.
+    padded = [batches[index % len(batches)] for index in range(per_rank * world_size)]
     return padded[rank::world_size]
 
 
