@@ -28,13 +28,18 @@ def save_checkpoint(directory: str | os.PathLike, model: KeyphraseModel, tokeniz
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    model.save_pretrained(staging, tokenizer=tokenizer, extra=options)
-    if training_state is not None:
-        torch.save(training_state, staging / TRAINING_STATE_NAME)
+    try:
+        model.save_pretrained(staging, tokenizer=tokenizer, extra=options)
+        if training_state is not None:
+            torch.save(training_state, staging / TRAINING_STATE_NAME)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed save leaves no partial copy behind
+        raise
     old = directory.with_name(directory.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
     if directory.exists():
+        # Only a stale `.old` goes: without `directory` it is the one complete copy left.
+        if old.exists():
+            shutil.rmtree(old)
         os.replace(directory, old)
     os.replace(staging, directory)
     if old.exists():

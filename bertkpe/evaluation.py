@@ -20,7 +20,8 @@ from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_feature
 from bertkpe.decoding import RankedPhrases, decode_batch
 from bertkpe.metrics import DEFAULT_KS, format_scores, read_doc_words, read_keyphrase_file, score
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
-from bertkpe.runtime import Runtime, seed_everything, setup_logging, setup_runtime, teardown_runtime
+from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
+                             teardown_runtime)
 
 logger = logging.getLogger("bertkpe")
 
@@ -113,12 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    runtime = setup_runtime(args.fp16, args.bf16, args.no_cuda)
+    runtime = setup_runtime(args.no_cuda)
     try:
         checkpoint = resolve_checkpoint(args.eval_checkpoint)
         kpe = read_kpe_config(checkpoint)
         run_dir = Path(args.output_dir) / (args.run_name or f"test_{config.dataset_name(args)}_{checkpoint.name}")
         setup_logging(run_dir / "test.log", runtime.is_main)
+        set_precision(runtime, args.fp16, args.bf16)
         seed_everything(args.seed)
         tokenizer = load_tokenizer(str(checkpoint))
         options = FeatureOptions(tokenizer=str(checkpoint), max_token=int(kpe.get("max_token", 510)),

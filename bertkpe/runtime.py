@@ -41,8 +41,9 @@ class Runtime:
             dist.barrier()
 
 
-def setup_runtime(fp16: bool = False, bf16: bool = False, no_cuda: bool = False) -> Runtime:
-    """Single process, or one process per device under torchrun (NCCL on GPU, gloo on CPU)."""
+def setup_runtime(no_cuda: bool = False) -> Runtime:
+    """Single process, or one process per device under torchrun (NCCL on GPU, gloo on CPU).
+    Float32 until `set_precision`."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -54,18 +55,21 @@ def setup_runtime(fp16: bool = False, bf16: bool = False, no_cuda: bool = False)
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    amp_dtype = None
+    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def set_precision(runtime: Runtime, fp16: bool = False, bf16: bool = False) -> None:
+    """Choose the autocast dtype. Called once the run's logging is set up (so the float32
+    fallback is reported in its log) and with a resumed run's saved flags."""
     if fp16 and bf16:
         raise SystemExit("choose one of --fp16 and --bf16")
-    if fp16:
-        if use_cuda:
-            amp_dtype = torch.float16
-        else:
-            logger.warning("--fp16 needs CUDA, which this machine lacks: running in float32 "
-                           "(use --bf16 for mixed precision on the CPU)")
+    if fp16 and runtime.device.type != "cuda":
+        logger.warning("--fp16 needs CUDA, which this machine lacks: running in float32 "
+                       "(use --bf16 for mixed precision on the CPU)")
+    elif fp16:
+        runtime.amp_dtype = torch.float16
     elif bf16:
-        amp_dtype = torch.bfloat16
-    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank, amp_dtype=amp_dtype)
+        runtime.amp_dtype = torch.bfloat16
 
 
 def teardown_runtime(runtime: Runtime) -> None:

@@ -31,7 +31,8 @@ from bertkpe.evaluation import evaluate_split, split_features, write_json, write
 from bertkpe.metrics import DEFAULT_KS, format_scores
 from bertkpe.models import KeyphraseModel, build_model, load_model
 from bertkpe.models.base import load_weights
-from bertkpe.runtime import Runtime, seed_everything, setup_logging, setup_runtime, teardown_runtime
+from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
+                             teardown_runtime)
 
 logger = logging.getLogger("bertkpe")
 
@@ -95,18 +96,24 @@ def dataset_stemmer(path: Path) -> str:
     return json.loads(first).get("stemmer", "none") if first.strip() else "none"
 
 
-def prepare_run_dir(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, Path | None]:
+def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argparse.Namespace, Path, Path | None]:
     """The run folder, and the checkpoint to resume from. A resumed run keeps its saved
     options (only the step budget may be extended)."""
     if args.resume is None:
         name = args.run_name or f"{config.dataset_name(args)}_{args.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
+        if runtime.distributed:
+            shared = [name]  # ranks reach this in different seconds: all take rank 0's name
+            torch.distributed.broadcast_object_list(shared, src=0)
+            name = shared[0]
         return args, Path(args.output_dir) / name, None
     resume = Path(args.resume)
     checkpoint = resolve_checkpoint(resume / "last" if (resume / "options.json").is_file() else resume)
     run_dir = checkpoint.parent
     saved = json.loads((run_dir / "options.json").read_text())
-    budget = {key: getattr(args, key) for key in ("max_train_steps", "max_train_epochs")
-              if getattr(args, key) is not None}
+    # A new budget replaces both saved ones: a saved step count would override new epochs.
+    budget = {key: getattr(args, key) for key in ("max_train_steps", "max_train_epochs")}
+    if all(value is None for value in budget.values()):
+        budget = {}
     restored = argparse.Namespace(**{**saved, **budget, "resume": str(checkpoint)})
     return restored, run_dir, checkpoint
 
@@ -241,8 +248,9 @@ class Trainer:
         args, runtime, state = self.args, self.runtime, self.state
         accumulation = args.gradient_accumulation_steps
         logger.info("training %s on %d documents: %d optimizer steps (%d per epoch), micro-batch %d x "
-                    "accumulation %d x %d process(es)", args.model_class, len(self.train_docs), self.total_steps,
-                    self.steps_per_epoch, args.per_gpu_train_batch_size, accumulation, runtime.world_size)
+                    "accumulation %d x %d process(es), %s", args.model_class, len(self.train_docs), self.total_steps,
+                    self.steps_per_epoch, args.per_gpu_train_batch_size, accumulation, runtime.world_size,
+                    f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
         self.ddp_model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                         disable=not runtime.is_main)
@@ -293,7 +301,8 @@ class Trainer:
             else:
                 state.epoch += 1
                 state.batch_in_epoch = 0
-                if state.step < self.total_steps:
+                evaluated = bool(args.eval_every) and state.step % args.eval_every == 0  # at this very step
+                if state.step < self.total_steps and not evaluated:
                     self.evaluate(f"epoch_{state.epoch}")
                 continue
             break
@@ -331,10 +340,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    runtime = setup_runtime(args.fp16, args.bf16, args.no_cuda)
+    runtime = setup_runtime(args.no_cuda)
     try:
-        args, run_dir, resume_from = prepare_run_dir(args)
+        args, run_dir, resume_from = prepare_run_dir(args, runtime)
         setup_logging(run_dir / "train.log", runtime.is_main)
+        set_precision(runtime, args.fp16, args.bf16)
         if runtime.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if resume_from is None:

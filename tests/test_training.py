@@ -1,0 +1,601 @@
+"""Training, evaluation and checkpoints end to end, on the CPU.
+
+A tiny random BERT (one layer, hidden 32) over the default tokenizer, and real data:
+the shared KP20K- and OpenKP-layout files run through `bertkpe preprocess`, then cut to
+24 train / 12 dev / 12 eval documents. Runs go through `run_command("train", ...)` in
+process, or through `scripts/` in a subprocess where a real process boundary matters
+(torchrun, SIGKILL).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bertkpe.cli import run_command
+from helpers import ENCODER, MODEL_CLASSES, featurize, make_record, tiny_config, tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SPLIT_SIZES = {"train": 24, "dev": 12, "eval": 12}
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test machine has two shared cores: one intra-op thread is faster than two."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def cut_dataset(source: Path, target: Path, name: str, sizes: dict[str, int]) -> None:
+    """The first documents of each split, with the matching reference lines."""
+    for split, size in sizes.items():
+        rows = read_jsonl(source / name / f"{name}.{split}.json")[:size]
+        write_jsonl(target / name / f"{name}.{split}.json", rows)
+        candidates = source / name / f"{name}.{split}_candidate.json"
+        if candidates.is_file():
+            by_url = {row["url"]: row for row in read_jsonl(candidates)}
+            write_jsonl(target / name / f"{name}.{split}_candidate.json", [by_url[row["url"]] for row in rows])
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory, datasets):
+    """Tiny encoder folder, cut datasets (kp20k, openkp, and `short`: kp20k with tiny dev
+    documents), and one feature cache shared by every run."""
+    from transformers import AutoTokenizer, BertModel
+
+    root = tmp_path_factory.mktemp("training")
+    encoder = root / "tiny_bert"
+    torch.manual_seed(0)
+    config = tiny_config("bert", hidden=32, layers=1, heads=2, max_positions=512)
+    config.intermediate_size = 64
+    BertModel(config).save_pretrained(encoder)
+    AutoTokenizer.from_pretrained(ENCODER).save_pretrained(encoder)
+
+    full, data = root / "full", root / "data"
+    for dataset in ("kp20k", "openkp"):
+        assert run_command("preprocess", ["--dataset_class", dataset, "--source_dataset_dir", str(datasets),
+                                          "--output_path", str(full)]) == 0
+        cut_dataset(full, data, dataset, SPLIT_SIZES)
+    # `short`: kp20k whose dev split also has a one-word, a two-word, a punctuation-only
+    # and an empty document.
+    shutil.copytree(data / "kp20k", data / "short")
+    for path in (data / "short").iterdir():
+        path.rename(path.with_name(path.name.replace("kp20k", "short")))
+    tiny = [make_record(["Graphs"], [["graphs"]], url="one-word", stemmer="porter"),
+            make_record(["Sparse", "graphs"], [["sparse", "graphs"]], url="two-words", stemmer="porter"),
+            make_record([".", ";"], [], url="punctuation", stemmer="porter"),
+            make_record([], [], url="empty", stemmer="porter")]
+    dev = read_jsonl(data / "short" / "short.dev.json")[:4]
+    write_jsonl(data / "short" / "short.dev.json", dev[:2] + tiny + dev[2:])
+    references = read_jsonl(data / "short" / "short.dev_candidate.json")[:4]
+    tiny_references = [{"url": "one-word", "KeyPhrases": [["graphs"]]},
+                       {"url": "two-words", "KeyPhrases": [["sparse", "graphs"], ["graph", "theory"]]},
+                       {"url": "punctuation", "KeyPhrases": [["nothing"]]}, {"url": "empty", "KeyPhrases": []}]
+    write_jsonl(data / "short" / "short.dev_candidate.json", references[:2] + tiny_references + references[2:])
+    return {"root": root, "encoder": encoder, "data": data, "cache": root / "cache", "runs": root / "runs"}
+
+
+def train_argv(setup, run_name: str, *extra: str, model_class: str = "bert2joint", dataset: str = "kp20k",
+               output_dir: Path | None = None) -> list[str]:
+    return ["--dataset_class", dataset, "--preprocess_folder", str(setup["data"]),
+            "--cached_features_dir", str(setup["cache"]), "--feature_workers", "1",
+            "--pretrain_model_type", str(setup["encoder"]), "--model_class", model_class,
+            "--output_dir", str(output_dir or setup["runs"]), "--run_name", run_name, "--no_cuda",
+            "--max_token", "96", "--per_gpu_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+            "--per_gpu_test_batch_size", "8", "--display_iter", "1", *extra]
+
+
+def training_state(checkpoint: Path) -> dict:
+    return torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=True)
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint / "model.safetensors"))
+
+
+def same_weights(first: Path, second: Path, atol: float = 0.0) -> bool:
+    a, b = weights(first), weights(second)
+    return a.keys() == b.keys() and all(torch.allclose(a[name], b[name], rtol=0.0, atol=atol) for name in a)
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of tensorboardX event files, read as raw TFRecords."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def urls(path: Path) -> list[str]:
+    return [str(row["url"]) for row in read_jsonl(path)]
+
+
+def logged_losses(log: Path) -> list[float]:
+    return [float(line.split(" loss ")[1].split()[0]) for line in log.read_text().splitlines() if " loss " in line]
+
+
+def check_predictions(path: Path, source: Path, top_k: int) -> None:
+    rows = read_jsonl(path)
+    assert [row["url"] for row in rows] == urls(source)  # one line per document, in source order
+    for row in rows:
+        assert set(row) == {"url", "KeyPhrases", "Scores"}
+        assert len(row["KeyPhrases"]) == len(row["Scores"]) <= top_k
+        assert all(isinstance(phrase, list) and phrase and all(isinstance(w, str) for w in phrase)
+                   for phrase in row["KeyPhrases"])
+        assert row["Scores"] == sorted(row["Scores"], reverse=True)
+        assert all(math.isfinite(score) for score in row["Scores"])
+
+
+def check_run_folder(run: Path, setup, dataset: str = "kp20k") -> None:
+    assert json.loads((run / "options.json").read_text())["run_name"] in (None, run.name)
+    assert "training" in (run / "train.log").read_text()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    for name in ("best", "last"):
+        for file in ("config.json", "model.safetensors", "kpe_config.json", "tokenizer.json", "tokenizer_config.json"):
+            assert (run / name / file).is_file(), f"{name}/{file}"
+    assert (run / "last" / "training_state.pt").is_file()
+    kpe = json.loads((run / "best" / "kpe_config.json").read_text())
+    assert kpe["dataset_class"] == dataset and kpe["max_token"] == 96
+    metrics = json.loads((run / "metrics.json").read_text())
+    splits = ("dev", "eval") if dataset == "kp20k" else ("dev",)
+    assert sorted(metrics) == sorted(splits)
+    for split in splits:
+        for key in ("F1@1", "F1@3", "F1@5", "P@5", "R@5"):
+            assert 0.0 <= metrics[split][key] <= 1.0
+    top_k = 10 if dataset == "kp20k" else 5
+    for split in ("dev", "eval"):
+        check_predictions(run / f"predictions.{split}.jsonl", setup["data"] / dataset / f"{dataset}.{split}.json",
+                          top_k)
+
+
+def budget_of(run: Path) -> tuple[int, int]:
+    """(optimizer steps in TrainState, scheduler steps) of the run's last/ checkpoint."""
+    state = training_state(run / "last")
+    return state["train_state"]["step"], state["scheduler"]["last_epoch"]
+
+
+# ---------------------------------------------------------------- 1. every head, single process
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES)
+def test_every_head_trains_and_writes_its_run_folder(setup, model_class):
+    run = setup["runs"] / f"head_{model_class}"
+    assert run_command("train", train_argv(setup, run.name, "--max_train_steps", "2",
+                                           model_class=model_class)) == 0
+    check_run_folder(run, setup)
+    assert budget_of(run) == (2, 2)
+    assert json.loads((run / "best" / "kpe_config.json").read_text())["model_class"] == model_class
+    assert [tag for tag, _ in tensorboard_scalars(run / "tensorboard").items() if tag.startswith("train/")]
+
+
+def test_exact_step_budget_with_uneven_accumulation(setup, monkeypatch):
+    """24 documents in micro-batches of 4 make 6 micro-batches an epoch; accumulating 4
+    makes groups of 4 and 2. 5 steps = 2 epochs and 1 step: 4+2 + 4+2 + 4 micro-batches."""
+    from bertkpe.models.base import KeyphraseModel
+
+    calls = {"optimizer": 0, "loss": 0}
+    optimizer_step, forward = torch.optim.AdamW.step, KeyphraseModel.forward
+
+    def counting_step(self, *args, **kwargs):
+        calls["optimizer"] += 1
+        return optimizer_step(self, *args, **kwargs)
+
+    def counting_forward(self, batch, compute_loss=False):
+        calls["loss"] += int(compute_loss)
+        return forward(self, batch, compute_loss)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
+    monkeypatch.setattr(KeyphraseModel, "forward", counting_forward)
+    run = setup["runs"] / "uneven_accumulation"
+    argv = train_argv(setup, run.name, "--max_train_steps", "5", "--gradient_accumulation_steps", "4",
+                      "--no-test_after_training", model_class="bert2tag")
+    assert run_command("train", argv) == 0
+    assert calls == {"optimizer": 5, "loss": 4 + 2 + 4 + 2 + 4}
+    state = training_state(run / "last")
+    assert state["train_state"]["step"] == 5 and state["train_state"]["epoch"] == 2
+    assert state["scheduler"]["last_epoch"] == 5
+    assert state["scheduler"]["_last_lr"] == [0.0] * len(state["scheduler"]["_last_lr"])  # linear decay ran out
+    loss_steps = [step for step, _ in tensorboard_scalars(run / "tensorboard")["train/loss"]]
+    assert loss_steps == [1, 2, 3, 4, 5]
+    assert [entry["tag"] for entry in read_jsonl(run / "eval_history.jsonl")] == ["epoch_1", "epoch_2", "final"]
+
+
+# ---------------------------------------------------------------- 2. torchrun, two CPU processes
+
+def test_torchrun_two_processes_gloo(setup, tmp_path):
+    """`scripts/train.py` under torchrun (gloo). Rank 1 reaches the run folder's name a
+    second after rank 0, so both must agree on rank 0's time-stamped name."""
+    wrapper = tmp_path / "delayed_train.py"
+    wrapper.write_text(textwrap.dedent(f"""
+        import os, runpy, time
+        from bertkpe import training
+        prepare_run_dir = training.prepare_run_dir
+        def late_prepare_run_dir(*args, **kwargs):
+            if os.environ["RANK"] == "1":
+                time.sleep(1.2)
+            return prepare_run_dir(*args, **kwargs)
+        training.prepare_run_dir = late_prepare_run_dir
+        runpy.run_path({str(ROOT / "scripts" / "train.py")!r}, run_name="__main__")
+    """))
+    output = tmp_path / "runs"
+    argv = train_argv(setup, "unused", "--max_train_steps", "3", "--gradient_accumulation_steps", "2",
+                      "--eval_every", "2", output_dir=output)
+    argv = argv[:argv.index("--run_name")] + argv[argv.index("--run_name") + 2:]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(wrapper), *argv]
+    result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = list(output.iterdir())
+    assert len(runs) == 1, runs  # only rank 0 writes, under one name
+    run = runs[0]
+    assert run.name.startswith("kp20k_bert2joint_")
+    check_run_folder(run, setup)
+    assert len(list((run / "tensorboard").iterdir())) == 1
+    assert not list(tmp_path.glob("results*"))
+    # 24 documents / 4 per micro-batch / 2 processes = 3 micro-batches an epoch: groups of 2 and 1.
+    assert budget_of(run) == (3, 3)
+    assert len(training_state(run / "last")["rng"]) == 2
+    log = (run / "train.log").read_text()
+    assert "2 process(es)" in log
+    dev_urls = urls(setup["data"] / "kp20k" / "kp20k.dev.json")
+    assert urls(run / "predictions.dev.jsonl") == dev_urls and len(set(dev_urls)) == len(dev_urls)
+    history = read_jsonl(run / "eval_history.jsonl")
+    # step 2 ends epoch 1: evaluated once, not again as the epoch's end
+    assert [(entry["tag"], entry["step"]) for entry in history] == [("step_2", 2), ("final", 3)]
+    assert all(entry["num_docs"] == len(dev_urls) for entry in history)
+
+
+# ---------------------------------------------------------------- 3. mixed precision on the CPU
+
+def test_bf16_autocast_on_cpu(setup):
+    run = setup["runs"] / "bf16"
+    assert run_command("train", train_argv(setup, run.name, "--max_train_steps", "2", "--bf16",
+                                           "--no-test_after_training", model_class="bert2joint")) == 0
+    losses = logged_losses(run / "train.log")
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    assert budget_of(run) == (2, 2)
+    assert all(tensor.dtype == torch.float32 for tensor in weights(run / "best").values())
+
+
+def test_fp16_without_cuda_falls_back_to_float32(setup):
+    run = setup["runs"] / "fp16"
+    assert run_command("train", train_argv(setup, run.name, "--max_train_steps", "1", "--fp16",
+                                           "--no-test_after_training", model_class="bert2tag")) == 0
+    log = (run / "train.log").read_text()
+    assert "--fp16 needs CUDA" in log and "float32" in log
+    assert budget_of(run) == (1, 1)
+    # the message belongs to this run only
+    assert "--fp16 needs CUDA" not in (setup["runs"] / "bf16" / "train.log").read_text()
+
+
+# ---------------------------------------------------------------- 4. SIGKILL and --resume
+
+def test_killed_run_resumes_to_the_same_weights(setup, tmp_path):
+    steps = 12
+    common = ["--max_train_steps", str(steps), "--save_every", "2", "--gradient_accumulation_steps", "2",
+              "--no-test_after_training", "--max_token", "64"]
+    # A: uninterrupted (in process).
+    first = tmp_path / "a"
+    assert run_command("train", train_argv(setup, "run", *common, model_class="bert2chunk", output_dir=first)) == 0
+    # B: the same run in a subprocess, slowed after each optimizer step so that it can be
+    # caught mid-way, killed with SIGKILL once last/ holds step >= 4, then resumed.
+    wrapper = tmp_path / "slow_train.py"
+    wrapper.write_text(textwrap.dedent(f"""
+        import runpy, time
+        from bertkpe import training
+        optimizer_step = training.Trainer.optimizer_step
+        def slow_optimizer_step(self):
+            grad_norm = optimizer_step(self)
+            time.sleep(0.4)
+            return grad_norm
+        training.Trainer.optimizer_step = slow_optimizer_step
+        runpy.run_path({str(ROOT / "scripts" / "train.py")!r}, run_name="__main__")
+    """))
+    second, console = tmp_path / "b", tmp_path / "b.console"
+    with open(console, "wb") as output:  # a file, not a pipe: a full pipe would stall the run
+        process = subprocess.Popen([sys.executable, str(wrapper),
+                                    *train_argv(setup, "run", *common, model_class="bert2chunk", output_dir=second)],
+                                   cwd=tmp_path, env=SUBPROCESS_ENV, stdout=output, stderr=subprocess.STDOUT)
+    last = second / "run" / "last"
+    deadline, killed_at = time.monotonic() + 180, None
+    try:
+        while killed_at is None and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                step = training_state(last)["train_state"]["step"]
+            except (OSError, RuntimeError, EOFError):  # not written yet, or being swapped
+                continue
+            if step >= 4:
+                process.send_signal(signal.SIGKILL)
+                killed_at = step
+    finally:
+        if process.poll() is None and killed_at is None:
+            process.kill()
+        process.wait(timeout=60)
+    assert killed_at is not None and process.returncode == -signal.SIGKILL, console.read_text()[-3000:]
+    assert killed_at < steps
+    assert run_command("train", ["--dataset_class", "kp20k", "--resume", str(second / "run")]) == 0
+    resumed = (second / "run" / "train.log").read_text().split("resumed from ")[1].split("\n")[0]
+    assert int(resumed.split(" at step ")[1].split()[0]) >= 4
+    assert budget_of(second / "run") == budget_of(first / "run") == (steps, steps)
+    assert same_weights(first / "run" / "last", second / "run" / "last", atol=1e-6)
+    assert same_weights(first / "run" / "best", second / "run" / "best", atol=1e-6)
+    best = [json.loads((run / "run" / "best_dev_metrics.json").read_text()) for run in (first, second)]
+    assert best[0] == best[1]
+
+
+def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
+    run = tmp_path / "run"
+    base = ["--no-test_after_training", "--no_eval", "--max_token", "48", "--bf16"]
+    assert run_command("train", train_argv(setup, "run", "--max_train_steps", "2", *base, model_class="bert2tag",
+                                           output_dir=tmp_path)) == 0
+    assert budget_of(run) == (2, 2)
+    # 6 steps an epoch: half an epoch is 3 steps; --bf16 is not repeated but kept
+    assert run_command("train", ["--dataset_class", "kp20k", "--resume", str(run / "last"),
+                                 "--max_train_epochs", "0.5"]) == 0
+    assert budget_of(run) == (3, 3)
+    resumed_log = (run / "train.log").read_text().split("resumed from")[1]
+    assert "3 optimizer steps" in resumed_log and "autocast torch.bfloat16" in resumed_log
+
+
+# ---------------------------------------------------------------- 5. and 6. best checkpoint, test command
+
+@pytest.fixture(scope="module")
+def evaluated_run(setup):
+    """Evaluated every step, with a copy of every evaluated checkpoint, at a learning rate
+    high enough for the dev scores to move."""
+    run = setup["runs"] / "every_step"
+    argv = train_argv(setup, run.name, "--max_train_steps", "4", "--eval_every", "1", "--save_checkpoint",
+                      "--learning_rate", "3e-3", "--head_learning_rate", "3e-2", "--warmup_proportion", "0",
+                      model_class="bert2joint")
+    assert run_command("train", argv) == 0
+    return run
+
+
+def test_best_checkpoint_is_the_best_dev_evaluation(evaluated_run):
+    run = evaluated_run
+    history = read_jsonl(run / "eval_history.jsonl")
+    assert [entry["tag"] for entry in history] == ["step_1", "step_2", "step_3", "final"]
+    assert [entry["step"] for entry in history] == [1, 2, 3, 4]
+    best_score = max(entry["F1@5"] for entry in history)
+    best = next(entry for entry in history if entry["F1@5"] == best_score)  # the first of equals
+    best_metrics = json.loads((run / "best_dev_metrics.json").read_text())
+    assert best_metrics["step"] == best["step"]
+    assert best_metrics == {key: value for key, value in best.items() if key not in ("epoch", "tag")}
+    assert same_weights(run / "best", run / best["tag"])
+    for entry in history:
+        if entry["F1@5"] != best_score:
+            assert not same_weights(run / "best", run / entry["tag"])
+    state = training_state(run / "last")["train_state"]
+    assert (state["best_step"], state["best_score"]) == (best["step"], best_score)
+    # the run's test of the best checkpoint reproduces the dev evaluation that chose it
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"] == {key: value for key, value in best_metrics.items() if key != "step"}
+    scalars = tensorboard_scalars(run / "tensorboard")
+    assert [step for step, _ in scalars["dev/F1_5"]] == [1, 2, 3, 4]  # tensorboardX writes "@" as "_"
+    assert [value for _, value in scalars["dev/F1_5"]] == pytest.approx([entry["F1@5"] for entry in history])
+
+
+def test_best_checkpoint_follows_the_dataset_metric(setup, monkeypatch):
+    """Scripted dev scores: F1@5 (the kp20k metric) peaks at step 2 and ties there at step
+    4; F1@3 peaks at step 3. The best checkpoint is step 2's."""
+    from bertkpe import training
+
+    script = iter([(0.1, 0.1), (0.3, 0.1), (0.2, 0.9), (0.3, 0.1)])
+    evaluate_split = training.evaluate_split
+
+    def scripted(model, documents, args, split, runtime, pad_token_id):
+        scores, predictions = evaluate_split(model, documents, args, split, runtime, pad_token_id)
+        if split == "dev" and model.training:  # evaluations during training, not the final test
+            scores["F1@5"], scores["F1@3"] = next(script)
+        return scores, predictions
+
+    monkeypatch.setattr(training, "evaluate_split", scripted)
+    run = setup["runs"] / "scripted_best"
+    argv = train_argv(setup, run.name, "--max_train_steps", "4", "--eval_every", "1", "--save_checkpoint",
+                      "--learning_rate", "1e-3", "--no-test_after_training", model_class="bert2tag")
+    assert run_command("train", argv) == 0
+    assert [entry["F1@5"] for entry in read_jsonl(run / "eval_history.jsonl")] == [0.1, 0.3, 0.2, 0.3]
+    best = json.loads((run / "best_dev_metrics.json").read_text())
+    assert (best["step"], best["F1@5"], best["F1@3"]) == (2, 0.3, 0.1)
+    assert same_weights(run / "best", run / "step_2")
+    assert not same_weights(run / "best", run / "final") and not same_weights(run / "best", run / "step_3")
+
+
+def test_test_script_reproduces_dev_metrics(setup, evaluated_run, tmp_path):
+    run = evaluated_run
+    command = [sys.executable, str(ROOT / "scripts" / "test.py"), "--eval_checkpoint", str(run / "best"),
+               "--dataset_class", "kp20k", "--preprocess_folder", str(setup["data"]),
+               "--cached_features_dir", str(setup["cache"]), "--feature_workers", "1", "--no_cuda",
+               "--output_dir", str(tmp_path), "--run_name", "test"]
+    result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "test"
+    metrics = json.loads((out / "metrics.json").read_text())
+    best_metrics = json.loads((run / "best_dev_metrics.json").read_text())
+    assert metrics["dev"] == {key: value for key, value in best_metrics.items() if key != "step"}
+    assert metrics["eval"] == json.loads((run / "metrics.json").read_text())["eval"]
+    for split in ("dev", "eval"):
+        check_predictions(out / f"predictions.{split}.jsonl", setup["data"] / "kp20k" / f"kp20k.{split}.json", 10)
+        # default test batch size (32) differs from training's (8): same predictions
+        assert read_jsonl(out / f"predictions.{split}.jsonl") == read_jsonl(run / f"predictions.{split}.jsonl")
+    assert (out / "test.log").is_file()
+
+
+def test_openkp_eval_has_predictions_only(setup, tmp_path):
+    run = setup["runs"] / "openkp"
+    assert run_command("train", train_argv(setup, run.name, "--max_train_steps", "1", dataset="openkp",
+                                           model_class="bert2span")) == 0
+    check_run_folder(run, setup, dataset="openkp")
+    assert "F1@3" in json.loads((run / "best_dev_metrics.json").read_text())
+    argv = ["--eval_checkpoint", str(run / "best"), "--dataset_class", "openkp",
+            "--preprocess_folder", str(setup["data"]), "--cached_features_dir", str(setup["cache"]),
+            "--feature_workers", "1", "--no_cuda", "--output_dir", str(tmp_path), "--run_name", "test",
+            "--per_gpu_test_batch_size", "8"]
+    assert run_command("test", argv) == 0
+    out = tmp_path / "test"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["dev"]
+    assert metrics["dev"] == json.loads((run / "metrics.json").read_text())["dev"]
+    for split in ("dev", "eval"):
+        check_predictions(out / f"predictions.{split}.jsonl", setup["data"] / "openkp" / f"openkp.{split}.json", 5)
+    assert "eval: no reference file" in (out / "test.log").read_text()
+
+
+# ---------------------------------------------------------------- 7. failures are loud, short documents decode
+
+def test_nan_loss_raises(setup, monkeypatch):
+    from bertkpe.models.tag import Bert2Tag
+
+    head = Bert2Tag.head
+
+    def nan_head(self, words, batch, compute_loss):
+        output = head(self, words, batch, compute_loss)
+        if compute_loss:
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(Bert2Tag, "head", nan_head)
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        run_command("train", train_argv(setup, "nan", "--max_train_steps", "2", model_class="bert2tag"))
+    assert not (setup["runs"] / "nan" / "best").exists()
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES)
+def test_short_documents_decode_to_what_they_have(model_class):
+    from bertkpe.decoding import RankedPhrases
+    from bertkpe.evaluation import decode_documents
+    from bertkpe.runtime import Runtime
+
+    records = [make_record(["Graphs"], [["graphs"]], url="one"),
+               make_record(["Sparse", "graphs"], url="two"),
+               make_record(["sparse", "Sparse", "."], url="repeat"),
+               make_record([".", ";"], url="punctuation"),
+               make_record([], url="empty"),
+               make_record("a long enough document about sparse graphs".split(), url="long")]
+    documents = featurize(records, max_token=32)
+    model = tiny_model(model_class, layers=1)
+    ranked = decode_documents(model, documents, Runtime(device=torch.device("cpu")), batch_size=4, top_k=5)
+    assert all(isinstance(item, RankedPhrases) for item in ranked)
+    assert [item.url for item in ranked] == ["one", "two", "repeat", "punctuation", "empty", "long"]
+    phrases = {item.url: item.phrases for item in ranked}
+    assert phrases["one"] == [["Graphs"]]
+    assert sorted(map(tuple, phrases["two"])) == [("Sparse",), ("Sparse", "graphs"), ("graphs",)]
+    assert sorted(map(tuple, phrases["repeat"])) == [("sparse",), ("sparse", "Sparse")]
+    assert phrases["punctuation"] == phrases["empty"] == []
+    assert len(phrases["long"]) == 5
+    assert model.training  # decoding restores the mode it found
+
+
+def test_training_with_tiny_dev_documents(setup):
+    run = setup["runs"] / "short"
+    assert run_command("train", train_argv(setup, run.name, "--max_train_steps", "1", "--dataset_name", "short",
+                                           model_class="bert2span")) == 0
+    rows = {row["url"]: row for row in read_jsonl(run / "predictions.dev.jsonl")}
+    assert list(rows) == urls(setup["data"] / "short" / "short.dev.json")
+    assert rows["one-word"]["KeyPhrases"] == [["Graphs"]]
+    assert sorted(map(tuple, rows["two-words"]["KeyPhrases"])) == [("Sparse",), ("Sparse", "graphs"), ("graphs",)]
+    assert rows["punctuation"]["KeyPhrases"] == rows["empty"]["KeyPhrases"] == []
+    assert json.loads((run / "metrics.json").read_text())["dev"]["num_docs"] == 8
+
+
+# ---------------------------------------------------------------- 8. atomic checkpoints
+
+def small_checkpoint(path: Path, seed: int):
+    from bertkpe.checkpoints import save_checkpoint
+    from helpers import default_tokenizer
+
+    model = tiny_model("bert2tag", seed=seed, layers=1, hidden=16)
+    save_checkpoint(path, model, default_tokenizer(), {"max_token": 32}, {"train_state": {"step": seed}})
+    return model
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from bertkpe import checkpoints
+    from bertkpe.models import base, load_model
+    from helpers import default_tokenizer
+
+    directory = tmp_path / "last"
+    small_checkpoint(directory, seed=1)
+    before = weights(directory)
+    newer = tiny_model("bert2tag", seed=2, layers=1, hidden=16)
+    staged = []
+
+    def failing_save_file(tensors, filename, metadata=None):
+        staged.append(Path(filename).parent)
+        assert Path(filename).parent.is_dir()  # the staging folder exists and is being filled
+        raise OSError("disk full")
+
+    monkeypatch.setattr(base, "save_file", failing_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save_checkpoint(directory, newer, default_tokenizer(), {"max_token": 32}, {"train_state": {}})
+    assert staged and staged[0] != directory
+    assert checkpoints.resolve_checkpoint(directory) == directory
+    assert weights(directory).keys() == before.keys()
+    assert all(torch.equal(weights(directory)[name], before[name]) for name in before)
+    assert checkpoints.load_training_state(directory)["train_state"] == {"step": 1}
+    load_model(directory)  # loadable as is
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["last"]  # no staging folder left behind
+
+
+def test_interrupted_swap_keeps_a_loadable_checkpoint(tmp_path, monkeypatch):
+    """A save killed between its two renames leaves only `last.old`; the next save must
+    not delete it before the new copy is in place."""
+    from bertkpe import checkpoints
+    from bertkpe.models import load_model
+
+    directory = tmp_path / "last"
+    small_checkpoint(directory, seed=1)
+    directory.rename(tmp_path / "last.old")  # as left by a kill between the renames
+    assert checkpoints.resolve_checkpoint(directory) == tmp_path / "last.old"
+    replace = os.replace
+
+    def failing_replace(source, target):
+        if Path(target) == directory:
+            raise OSError("killed")
+        return replace(source, target)
+
+    monkeypatch.setattr(checkpoints.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="killed"):
+        small_checkpoint(directory, seed=2)
+    monkeypatch.undo()
+    resolved = checkpoints.resolve_checkpoint(directory)
+    assert checkpoints.load_training_state(resolved)["train_state"] == {"step": 1}
+    load_model(resolved)
+    small_checkpoint(directory, seed=3)
+    assert checkpoints.resolve_checkpoint(directory) == directory
+    assert checkpoints.load_training_state(directory)["train_state"] == {"step": 3}
+    assert not (tmp_path / "last.old").exists()
