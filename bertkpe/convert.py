@@ -250,17 +250,6 @@ def map_state_dict(state: dict[str, torch.Tensor], model_class: str, destination
 # ----------------------------------------------------------------------------- the conversion
 
 
-def _ngram_cnn_has_relu(model) -> bool:
-    """Whether our n-gram CNN output is rectified (probed: it is never negative)."""
-    cnn = model.ngram_cnn
-    was_training = cnn.training
-    cnn.eval()
-    with torch.no_grad():
-        out = cnn(torch.randn(2, 8, model.hidden_size, generator=torch.Generator().manual_seed(0)))
-    cnn.train(was_training)
-    return not bool((out < 0).any())
-
-
 def convert_checkpoint(original: str | Path, output_dir: str | Path, model_class: str | None = None,
                        pretrain_model_type: str | None = None, dataset_class: str | None = None,
                        stemmer: str | None = None) -> ConversionReport:
@@ -296,12 +285,11 @@ def convert_checkpoint(original: str | Path, output_dir: str | Path, model_class
         config = AutoConfig.from_pretrained(pretrain_model_type)
     except (OSError, ValueError) as error:
         raise ConversionError(f"cannot load the encoder config of {pretrain_model_type!r}: {error}") from None
-    model = build_model(model_class, config, max_phrase_words)
+    # The original chunk network does not rectify its n-gram convolutions.
+    head_options = {"ngram_relu": False} if model_class == "bert2chunk" else {}
+    model = build_model(model_class, config, max_phrase_words, **head_options)
     converted, report = map_state_dict(checkpoint["state_dict"], model_class, model.state_dict())
     model.load_state_dict(converted, strict=True)
-    if model_class == "bert2chunk" and _ngram_cnn_has_relu(model):
-        logger.warning("the original Bert2Chunk applies no ReLU after its n-gram convolutions, but this "
-                       "toolkit's chunk head does: the converted model's scores will differ from the original's")
     tokenizer = load_tokenizer(pretrain_model_type)
     extra = {"max_token": max_token, "dataset_class": dataset_class, "stemmer": stemmer,
              "pretrain_model_type": str(pretrain_model_type), "converted_from": str(original)}

@@ -67,7 +67,7 @@ def trainable(documents: Sequence[DocumentFeatures], model_class: str) -> tuple[
 def parameter_groups(model: KeyphraseModel, learning_rate: float, head_learning_rate: float,
                      weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no weight decay on biases and normalisation weights; the head may
-    have its own learning rate."""
+    have its own learning rate. The first group is the encoder's (its rate is logged)."""
     no_decay = {id(param) for module in model.modules()
                 if isinstance(module, (nn.LayerNorm, nn.Embedding)) or "norm" in type(module).__name__.lower()
                 for param in module.parameters(recurse=False)}
@@ -79,7 +79,7 @@ def parameter_groups(model: KeyphraseModel, learning_rate: float, head_learning_
         groups.setdefault((name.startswith("encoder."), decay), []).append(param)
     return [{"params": params, "lr": learning_rate if is_encoder else head_learning_rate,
              "weight_decay": weight_decay if decay else 0.0}
-            for (is_encoder, decay), params in sorted(groups.items())]
+            for (is_encoder, decay), params in sorted(groups.items(), reverse=True)]  # encoder groups first
 
 
 def total_train_steps(args: argparse.Namespace, steps_per_epoch: int) -> int:
@@ -105,6 +105,7 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
             shared = [name]  # ranks reach this in different seconds: all take rank 0's name
             torch.distributed.broadcast_object_list(shared, src=0)
             name = shared[0]
+        args.run_name = name
         return args, Path(args.output_dir) / name, None
     resume = Path(args.resume)
     checkpoint = resolve_checkpoint(resume / "last" if (resume / "options.json").is_file() else resume)
@@ -254,7 +255,7 @@ class Trainer:
         self.ddp_model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                         disable=not runtime.is_main)
-        running_loss, running_count, started = 0.0, 0, time.perf_counter()
+        running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
         while state.step < self.total_steps:
             batches = self.epoch_batches(state.epoch)
             for index in range(state.batch_in_epoch, len(batches)):
@@ -287,11 +288,11 @@ class Trainer:
                     self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], state.step)
                     self.writer.add_scalar("train/grad_norm", grad_norm, state.step)
                 if state.step % args.display_iter == 0 or state.step == self.total_steps:
-                    elapsed = time.perf_counter() - started
+                    seconds_per_step = (time.perf_counter() - started) / max(state.step - logged_step, 1)
                     logger.info("step %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step)", state.step, self.total_steps,
                                 state.epoch, running_loss / running_count, self.scheduler.get_last_lr()[0],
-                                elapsed / args.display_iter)
-                    running_loss, running_count, started = 0.0, 0, time.perf_counter()
+                                seconds_per_step)
+                    running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
                 if state.step >= self.total_steps:
                     break
                 if args.eval_every and state.step % args.eval_every == 0:

@@ -118,8 +118,8 @@ def phrase_ids_for(normalized: Sequence[str], candidate: np.ndarray, max_phrase_
     vocabulary: dict[str, int] = {}
     word_ids = np.fromiter((vocabulary.setdefault(word, len(vocabulary) + 1) for word in normalized),
                            dtype=np.int64, count=num_words)
-    # Column k of `keys` is the word id at offset k; 0 past the end, so the n-gram key is
-    # exact and distinct from any longer n-gram.
+    # Column k of `windows` is the word id at offset k (ids start at 1; 0 past the end), so
+    # an n-gram's first n columns identify it exactly and never equal a longer n-gram's.
     padded = np.concatenate([word_ids, np.zeros(max_phrase_words, dtype=np.int64)])
     offsets = np.arange(num_words)[:, None] + np.arange(max_phrase_words)[None, :]
     windows = padded[offsets]  # (W, N)

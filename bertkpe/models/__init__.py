@@ -25,7 +25,8 @@ def model_type(model_class: str) -> type[KeyphraseModel]:
         raise ValueError(f"unknown model_class {model_class!r}; choose from {sorted(MODEL_CLASSES)}") from None
 
 
-def build_model(model_class: str, encoder: str | Any, max_phrase_words: int = 5) -> KeyphraseModel:
+def build_model(model_class: str, encoder: str | Any, max_phrase_words: int = 5, **head_options: Any
+                ) -> KeyphraseModel:
     """A head over a pretrained encoder (hub id or folder) or over a config (random weights)."""
     from transformers import AutoModel, PretrainedConfig
 
@@ -33,7 +34,7 @@ def build_model(model_class: str, encoder: str | Any, max_phrase_words: int = 5)
         encoder_model = AutoModel.from_config(encoder)
     else:
         encoder_model = AutoModel.from_pretrained(encoder)
-    return model_type(model_class)(encoder_model, max_phrase_words)
+    return model_type(model_class)(encoder_model, max_phrase_words, **head_options)
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> KeyphraseModel:
@@ -42,7 +43,9 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
 
     options = read_kpe_config(directory)
     encoder = AutoModel.from_config(AutoConfig.from_pretrained(directory))
-    model = model_type(options["model_class"])(encoder, int(options["max_phrase_words"]))
+    cls = model_type(options["model_class"])
+    head_options = {name: options[name] for name in cls.head_options if name in options}
+    model = cls(encoder, int(options["max_phrase_words"]), **head_options)
     load_weights(model, directory)
     return model.to(device).eval()
 

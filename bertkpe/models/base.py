@@ -53,6 +53,7 @@ class KeyphraseModel(nn.Module):
     """
 
     model_class: ClassVar[str]
+    head_options: ClassVar[tuple[str, ...]] = ()  # constructor options saved in kpe_config.json
 
     def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
         super().__init__()
@@ -86,7 +87,8 @@ class KeyphraseModel(nn.Module):
     # -- saving and loading: a directory anyone can load (config + safetensors + tokenizer)
 
     def kpe_config(self) -> dict[str, Any]:
-        return {"model_class": self.model_class, "max_phrase_words": self.max_phrase_words}
+        options = {name: getattr(self, name) for name in self.head_options}
+        return {"model_class": self.model_class, "max_phrase_words": self.max_phrase_words, **options}
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer=None, extra: dict[str, Any] | None = None) -> None:
         directory = Path(directory)

@@ -18,13 +18,20 @@ def chunk_loss(logits, batch: Batch):
 
 
 class Bert2Chunk(KeyphraseModel):
-    """Mention score = P(keyphrase) from a 2-way classifier over its n-gram CNN vector."""
+    """Mention score = P(keyphrase) from a 2-way classifier over its n-gram CNN vector.
+
+    `ngram_relu=False` reproduces the original toolkit's chunk network, whose n-gram
+    convolutions are not rectified (converted checkpoints set it).
+    """
 
     model_class = "bert2chunk"
+    head_options = ("ngram_relu",)
 
-    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5, ngram_relu: bool = True):
         super().__init__(encoder, max_phrase_words)
-        self.ngram_cnn = NGramCNN(self.hidden_size, max_phrase_words, CNN_CHANNELS, self.dropout_rate / 2)
+        self.ngram_relu = ngram_relu
+        self.ngram_cnn = NGramCNN(self.hidden_size, max_phrase_words, CNN_CHANNELS, self.dropout_rate / 2,
+                                  relu=ngram_relu)
         self.chunk_classifier = nn.Linear(CNN_CHANNELS, 2)
 
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:

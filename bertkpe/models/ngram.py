@@ -13,8 +13,10 @@ class NGramCNN(nn.Module):
     cells past the last full n-gram are zero-padded (and never candidates).
     """
 
-    def __init__(self, input_size: int, max_phrase_words: int, channels: int = 512, dropout: float = 0.05):
+    def __init__(self, input_size: int, max_phrase_words: int, channels: int = 512, dropout: float = 0.05,
+                 relu: bool = True):
         super().__init__()
+        self.relu = relu
         self.convs = nn.ModuleList(nn.Conv1d(input_size, channels, kernel_size=n)
                                    for n in range(1, max_phrase_words + 1))
         self.dropout = nn.Dropout(dropout)
@@ -30,4 +32,6 @@ class NGramCNN(nn.Module):
                 out = F.pad(conv(sequence), (0, n - 1))
             grams.append(out)
         stacked = torch.stack(grams, dim=1)  # (B, N, C, W)
-        return self.dropout(F.relu(stacked)).transpose(2, 3)
+        if self.relu:
+            stacked = F.relu(stacked)
+        return self.dropout(stacked).transpose(2, 3)
