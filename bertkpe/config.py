@@ -54,7 +54,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cached_features_dir", default="data/cached_features",
                        help="cache of tokenized features, keyed by input and options")
     group.add_argument("--feature_workers", type=int, default=None,
-                       help="processes that build features (default: all cores)")
+                       help="processes that build features (default: all cores for files of 10000+ documents, else 1)")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:

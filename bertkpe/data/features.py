@@ -31,6 +31,7 @@ from bertkpe.data.matching import NO_STEMMER, normalize_words
 logger = logging.getLogger("bertkpe")
 
 FEATURES_VERSION = 1
+PARALLEL_MIN_DOCUMENTS = 10_000
 TAGS = ("O", "B", "I", "E", "U")
 TAG_ID = {tag: index for index, tag in enumerate(TAGS)}
 
@@ -298,7 +299,10 @@ def load_features(path: str | os.PathLike, tokenizer, options: FeatureOptions,
             states = torch.load(cache_file, weights_only=True)
             return [DocumentFeatures.from_state(state) for state in states]
     records = read_records(path)
-    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if workers is None:
+        # A worker needs seconds to import transformers and load the tokenizer, while one
+        # process builds about 400 documents/s: more processes pay off only on big files.
+        workers = 1 if len(records) < PARALLEL_MIN_DOCUMENTS else min(os.cpu_count() or 1, 8)
     features = build_all(records, tokenizer, options, workers=workers, description=path.name)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
