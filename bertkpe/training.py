@@ -218,7 +218,7 @@ class Trainer:
             if self.writer is not None:
                 for name, value in scores.items():
                     if "@" in name:
-                        self.writer.add_scalar(f"dev/{name}", value, self.state.step)
+                        self.writer.add_scalar(f"dev/{name.replace('@', '_')}", value, self.state.step)
             with open(self.run_dir / "eval_history.jsonl", "a") as history:
                 history.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "tag": tag,
                                           **scores}) + "\n")
