@@ -37,6 +37,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default=str(DEFAULT_WORKDIR), help="scratch folder (outside the repo)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repetitions per figure (median)")
     parser.add_argument("--json", default=None, help="also write the raw results here")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def apply_threads(args) -> None:
+    import torch
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
 
 
 def default_encoder() -> str:

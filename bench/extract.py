@@ -99,6 +99,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--skip-test-script", action="store_true")
     args = parser.parse_args(argv)
+    common.apply_threads(args)
     repeats = args.repeats or (1 if args.quick else 5)
 
     import torch

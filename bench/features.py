@@ -119,6 +119,7 @@ def main(argv=None) -> dict:
     common.add_common_arguments(parser)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel run")
     args = parser.parse_args(argv)
+    common.apply_threads(args)
     repeats = args.repeats or (1 if args.quick else 3)
 
     import torch

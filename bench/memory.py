@@ -136,6 +136,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--what", choices=("joint", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    common.apply_threads(args)
     if args.child:
         print("RESULT " + json.dumps(child(args)))
         return {}
@@ -149,6 +150,8 @@ def main(argv=None) -> dict:
                 command = [sys.executable, __file__, "--child", "--length", str(length), "--what", what,
                            "--batch-size", str(args.batch_size), "--device", args.device, "--dtype", args.dtype,
                            "--workdir", args.workdir, "--datasets", args.datasets]
+                if args.threads:
+                    command += ["--threads", str(args.threads)]
                 out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
                 result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
                 peaks.append(result["peak_bytes"])

@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(parser)
     parser.add_argument("--only", nargs="+", default=None,
-                        choices=("features", "overhead", "overhead-base", "memory", "extract"))
+                        help="sections to run: features, overhead, overhead-base, memory, extract "
+                             "(overhead-HEAD / overhead-base-HEAD for one head)")
     parser.add_argument("--max-load", type=float, default=1.5, help="wait until load1 is below this")
     parser.add_argument("--max-wait", type=float, default=600, help="seconds to wait for it per section")
     args = parser.parse_args(argv)
@@ -48,14 +49,19 @@ def main(argv=None) -> int:
         shared.append("--quick")
     if args.repeats:
         shared += ["--repeats", str(args.repeats)]
+    if args.threads:
+        shared += ["--threads", str(args.threads)]
     results_dir = Path(args.workdir) / "results"
     base = ["--encoder", "base", "--batch-size", "1" if args.quick else "2"]
     if not args.repeats:
         base += ["--repeats", "1" if args.quick else "3"]
+    heads = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
     sections = {
         "features": ["features.py"],
-        "overhead": ["overhead.py", "--encoder", "default"],
-        "overhead-base": ["overhead.py", *base],
+        # one process per head (each with its own bare-encoder baseline, interleaved):
+        # shorter processes, and a busy shared machine hits each comparison alike
+        **{f"overhead-{head}": ["overhead.py", "--encoder", "default", "--heads", head] for head in heads},
+        **{f"overhead-base-{head}": ["overhead.py", *base, "--heads", head] for head in heads},
         "memory": ["memory.py"] + (["--lengths", "64", "128", "256", "--batch-size", "2"] if args.quick else []),
         "extract": ["extract.py"],
     }
@@ -64,7 +70,9 @@ def main(argv=None) -> int:
     print(common.machine_line(info), "")
     status = 0
     for name, (script, *extra) in sections.items():
-        if args.only and name not in args.only:
+        if args.only and not any(name == only or name.startswith(only + "-") and
+                                 not (only == "overhead" and name.startswith("overhead-base"))
+                                 for only in args.only):
             continue
         load = wait_for_quiet(args.max_load, args.max_wait)
         command = [sys.executable, str(HERE / script), *extra, *shared, "--json", str(results_dir / f"{name}.json")]

@@ -35,7 +35,7 @@ class Bert2Chunk(KeyphraseModel):
         self.chunk_classifier = nn.Linear(CNN_CHANNELS, 2)
 
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
-        logits = self.chunk_classifier(self.ngram_cnn(words))  # (B, N, W, 2)
+        (logits,) = self.ngram_cnn(words, self.chunk_classifier)  # (B, N, W, 2)
         mention_scores = logits.float().softmax(-1)[..., 1]
         mention_scores = mention_scores.masked_fill(~batch.mention_mask, float("-inf"))
         loss = chunk_loss(logits, batch) if compute_loss else None

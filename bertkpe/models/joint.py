@@ -19,9 +19,9 @@ class Bert2Joint(Bert2Rank):
         self.chunk_classifier = nn.Linear(CNN_CHANNELS, 2)
 
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
-        grams = self.ngram_cnn(words)
-        mention_scores = self.rank_scores(grams, batch)
+        scores, chunk_logits = self.ngram_cnn(words, self.rank_scorer, self.chunk_classifier)
+        mention_scores = self.rank_scores(scores, batch)
         loss = None
         if compute_loss:
-            loss = self.rank_loss(mention_scores, batch) + chunk_loss(self.chunk_classifier(grams), batch)
+            loss = self.rank_loss(mention_scores, batch) + chunk_loss(chunk_logits, batch)
         return ModelOutput(mention_scores, loss)

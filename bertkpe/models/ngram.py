@@ -7,10 +7,13 @@ from torch.nn import functional as F
 
 
 class NGramCNN(nn.Module):
-    """One Conv1d of kernel n for each n-gram length n = 1..N, laid out as the mention grid.
+    """One Conv1d of kernel n for each n-gram length n = 1..N, read out by linear layers.
 
-    Output (B, N, W, channels): cell (n-1, i) represents the n-gram starting at word i;
-    cells past the last full n-gram are zero-padded (and never candidates).
+    The (B, channels, W) vector of every n-gram is only ever consumed by small linear
+    read-outs (a scorer, a 2-way classifier), so they are applied per n in the
+    convolution's own channels-first layout: the large (B, N, W, channels) grid is never
+    stacked, transposed or copied. Cells past the last full n-gram hold values computed
+    over zero padding; they are never candidates and every head masks them.
     """
 
     def __init__(self, input_size: int, max_phrase_words: int, channels: int = 512, dropout: float = 0.05,
@@ -21,17 +24,18 @@ class NGramCNN(nn.Module):
                                    for n in range(1, max_phrase_words + 1))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, words: torch.Tensor) -> torch.Tensor:
+    def forward(self, words: torch.Tensor, *readouts: nn.Linear) -> tuple[torch.Tensor, ...]:
+        """words (B, W, H) -> for each read-out, its outputs (B, N, W, out_features)."""
+        weight = torch.cat([readout.weight for readout in readouts])  # (O, channels)
+        bias = torch.cat([readout.bias for readout in readouts])[:, None]
         num_words = words.shape[1]
-        sequence = words.transpose(1, 2)  # (B, H, W)
-        grams = []
+        # zero words after the last one, so every kernel yields W outputs
+        sequence = F.pad(words.transpose(1, 2), (0, len(self.convs) - 1))  # (B, H, W + N - 1)
+        outputs = []
         for n, conv in enumerate(self.convs, start=1):
-            if num_words < n:
-                out = sequence.new_zeros(sequence.shape[0], conv.out_channels, num_words)
-            else:
-                out = F.pad(conv(sequence), (0, n - 1))
-            grams.append(out)
-        stacked = torch.stack(grams, dim=1)  # (B, N, C, W)
-        if self.relu:
-            stacked = F.relu(stacked)
-        return self.dropout(stacked).transpose(2, 3)
+            grams = conv(sequence[:, :, :num_words + n - 1])  # (B, channels, W)
+            if self.relu:
+                grams = F.relu(grams, inplace=True)
+            outputs.append(torch.matmul(weight.to(grams.dtype), self.dropout(grams)) + bias.to(grams.dtype))
+        stacked = torch.stack(outputs, dim=1).transpose(2, 3)  # (B, N, W, O)
+        return stacked.split([readout.out_features for readout in readouts], dim=-1)

@@ -47,15 +47,16 @@ class Bert2Rank(KeyphraseModel):
         self.ngram_cnn = NGramCNN(self.hidden_size, max_phrase_words, CNN_CHANNELS, self.dropout_rate / 2)
         self.rank_scorer = nn.Linear(CNN_CHANNELS, 1)
 
-    def rank_scores(self, grams: torch.Tensor, batch: Batch) -> torch.Tensor:
-        scores = self.rank_scorer(grams).squeeze(-1).float()
-        return scores.masked_fill(~batch.mention_mask, float("-inf"))
+    def rank_scores(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B, N, W, 1) scorer outputs -> (B, N, W) mention scores, -inf off the candidates."""
+        return scores.squeeze(-1).float().masked_fill(~batch.mention_mask, float("-inf"))
 
     def rank_loss(self, mention_scores: torch.Tensor, batch: Batch) -> torch.Tensor:
         phrase_scores = self.phrase_scores(mention_scores, batch)
         return margin_rank_loss(phrase_scores, batch.phrase_labels(), batch.phrase_mask)
 
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
-        mention_scores = self.rank_scores(self.ngram_cnn(words), batch)
+        (scores,) = self.ngram_cnn(words, self.rank_scorer)
+        mention_scores = self.rank_scores(scores, batch)
         loss = self.rank_loss(mention_scores, batch) if compute_loss else None
         return ModelOutput(mention_scores, loss)
