@@ -106,7 +106,11 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
             torch.distributed.broadcast_object_list(shared, src=0)
             name = shared[0]
         args.run_name = name
-        return args, Path(args.output_dir) / name, None
+        run_dir = Path(args.output_dir) / name
+        if (run_dir / "options.json").is_file():
+            raise SystemExit(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                             f"or choose another --run_name")
+        return args, run_dir, None
     resume = Path(args.resume)
     checkpoint = resolve_checkpoint(resume / "last" if (resume / "options.json").is_file() else resume)
     run_dir = checkpoint.parent

@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,9 +24,18 @@ HEAD_NAMES = {"bert2span": "Bert2Span", "bert2tag": "Bert2Tag", "bert2chunk": "B
               "bert2rank": "Bert2Rank", "bert2joint": "Bert2Joint (JointKPE)"}
 
 
-def without_model_class(settings: list[str]) -> list[str]:
-    index = settings.index("--model_class")
-    return settings[:index] + settings[index + 2:]
+def effective_settings(flags: list[str]) -> list[str]:
+    """Later flags override earlier ones (as argparse would); --model_class is per head."""
+    merged: dict[str, list[str]] = {}
+    index = 0
+    while index < len(flags):
+        flag = flags[index]
+        has_value = index + 1 < len(flags) and not flags[index + 1].startswith("--")
+        merged.pop(flag, None)
+        merged[flag] = flags[index + 1:index + 2] if has_value else []
+        index += 2 if has_value else 1
+    merged.pop("--model_class", None)
+    return [token for flag, value in merged.items() for token in (flag, *value)]
 
 
 def preprocess(corpus: str, shared: Path, folder: str) -> tuple[str, str]:
@@ -75,18 +85,25 @@ def main() -> int:
     parser.add_argument("--readme", type=Path, default=Path("README.md"))
     args, extra = parser.parse_known_args()
     dataset_class, dataset_name = preprocess(args.corpus, args.shared_datasets, args.preprocess_folder)
-    settings = without_model_class(TRAIN_SETTINGS) + extra
+    settings = effective_settings(TRAIN_SETTINGS + extra)
     rows = []
     for head in args.heads:
         run_name = f"table_{dataset_name}_{head}"
         run_dir = Path(args.output_dir) / run_name
-        if not (run_dir / "metrics.json").is_file():
+        status = 0
+        if (run_dir / "metrics.json").is_file():
+            print(f"{head}: {run_dir} is complete, kept")
+        elif (run_dir / "last").is_dir():  # an interrupted run: continue it where it stopped
+            status = run_command("train", ["--resume", str(run_dir)])
+        else:
+            if run_dir.exists():  # stopped before its first checkpoint: nothing worth keeping
+                shutil.rmtree(run_dir)
             status = run_command("train", ["--dataset_class", dataset_class, "--dataset_name", dataset_name,
                                            "--preprocess_folder", args.preprocess_folder,
                                            "--output_dir", args.output_dir, "--run_name", run_name,
                                            "--model_class", head, *settings])
-            if status:
-                return status
+        if not (run_dir / "metrics.json").is_file():
+            return status or 1
         rows.append((head, json.loads((run_dir / "metrics.json").read_text())["eval"]))
     command = "python scripts/run_all_heads.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     body = "\n".join([table(rows), "", f"Produced by `{command.strip()}` with `{' '.join(settings)}`."])

@@ -371,6 +371,16 @@ def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
     assert "3 optimizer steps" in resumed_log and "autocast torch.bfloat16" in resumed_log
 
 
+def test_a_run_name_in_use_is_refused_not_appended_to(setup, tmp_path):
+    argv = train_argv(setup, "run", "--max_train_steps", "1", "--no-test_after_training", "--no_eval",
+                      "--max_token", "48", model_class="bert2tag", output_dir=tmp_path)
+    assert run_command("train", argv) == 0
+    before = {path: path.stat().st_mtime_ns for path in (tmp_path / "run").rglob("*")}
+    with pytest.raises(SystemExit, match=r"already holds a run: continue it with --resume .*run"):
+        run_command("train", argv)
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "run").rglob("*")} == before
+
+
 # ---------------------------------------------------------------- 5. and 6. best checkpoint, test command
 
 @pytest.fixture(scope="module")
