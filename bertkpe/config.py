@@ -43,10 +43,11 @@ def reference_file(args: argparse.Namespace, split: str) -> Path:
     return Path(args.preprocess_folder) / name / f"{name}.{split}_candidate.json"
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, dataset_class_required: bool = True) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset_class", choices=DATASET_CLASSES, required=True,
-                       help="layout and scoring protocol of the data")
+    group.add_argument("--dataset_class", choices=DATASET_CLASSES, required=dataset_class_required,
+                       help="layout and scoring protocol of the data" + ("" if dataset_class_required else
+                                                                        " (required unless --resume)"))
     group.add_argument("--dataset_name", default=None,
                        help="name of the preprocessed dataset folder (default: the dataset class)")
     group.add_argument("--preprocess_folder", default="data/prepro_dataset",
@@ -76,7 +77,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run_mode", default="train", choices=("train",), help="accepted for compatibility")
-    add_data_arguments(parser)
+    add_data_arguments(parser, dataset_class_required=False)  # a resumed run keeps its own
     group = parser.add_argument_group("model")
     group.add_argument("--model_class", choices=MODEL_CLASS_NAMES, default="bert2joint")
     group.add_argument("--pretrain_model_type", default=DEFAULT_ENCODER,

@@ -100,6 +100,8 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
     """The run folder, and the checkpoint to resume from. A resumed run keeps its saved
     options (only the step budget may be extended)."""
     if args.resume is None:
+        if args.dataset_class is None:
+            raise SystemExit("bertkpe train: --dataset_class is required (unless continuing a run with --resume)")
         name = args.run_name or f"{config.dataset_name(args)}_{args.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
         if runtime.distributed:
             shared = [name]  # ranks reach this in different seconds: all take rank 0's name

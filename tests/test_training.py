@@ -364,8 +364,7 @@ def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
                                            output_dir=tmp_path)) == 0
     assert budget_of(run) == (2, 2)
     # 6 steps an epoch: half an epoch is 3 steps; --bf16 is not repeated but kept
-    assert run_command("train", ["--dataset_class", "kp20k", "--resume", str(run / "last"),
-                                 "--max_train_epochs", "0.5"]) == 0
+    assert run_command("train", ["--resume", str(run / "last"), "--max_train_epochs", "0.5"]) == 0
     assert budget_of(run) == (3, 3)
     resumed_log = (run / "train.log").read_text().split("resumed from")[1]
     assert "3 optimizer steps" in resumed_log and "autocast torch.bfloat16" in resumed_log
@@ -376,6 +375,9 @@ def test_a_run_name_in_use_is_refused_not_appended_to(setup, tmp_path):
                       "--max_token", "48", model_class="bert2tag", output_dir=tmp_path)
     assert run_command("train", argv) == 0
     before = {path: path.stat().st_mtime_ns for path in (tmp_path / "run").rglob("*")}
+    without_class = argv[:argv.index("--dataset_class")] + argv[argv.index("--dataset_class") + 2:]
+    with pytest.raises(SystemExit, match=r"--dataset_class is required \(unless continuing a run with --resume\)"):
+        run_command("train", without_class)
     with pytest.raises(SystemExit, match=r"already holds a run: continue it with --resume .*run"):
         run_command("train", argv)
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "run").rglob("*")} == before
