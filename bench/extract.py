@@ -16,7 +16,7 @@ scripts/test.py: wall time of the whole command (process start, model load, feat
 building with a fresh cache folder, decoding, scoring) on the OpenKP-layout dev split
 and the KP20K-layout test (eval) split, as documents/s.
 
-    python bench/extract.py [--quick] [--docs 40] [--batch-size 16]
+    python bench/extract.py [--quick] [--docs 40] [--batch-size 8]
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(parser)
     parser.add_argument("--docs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--skip-test-script", action="store_true")
     args = parser.parse_args(argv)
     common.apply_threads(args)
