@@ -84,7 +84,16 @@ def child(args) -> dict:
     documents = build_features(records, tokenizer, FeatureOptions(tokenizer=encoder_path, max_token=510))
     assert all(doc.num_words == args.length for doc in documents), "a document lost words"
     batch = collate(documents, pad_token_id=tokenizer.pad_token_id or 0).to(device)
-    model = build_model("bert2joint", encoder_path).to(device).train()
+    if args.attention_dropout is None:
+        model = build_model("bert2joint", encoder_path)
+    else:  # diagnostic: the same encoder with another attention-probability dropout
+        from transformers import AutoModel
+
+        from bertkpe.models import model_type
+
+        encoder = AutoModel.from_pretrained(encoder_path, attention_probs_dropout_prob=args.attention_dropout)
+        model = model_type("bert2joint")(encoder, 5)
+    model = model.to(device).train()
     encoder = model.encoder
 
     def step():
@@ -132,6 +141,8 @@ def main(argv=None) -> dict:
     common.add_common_arguments(parser)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 510])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--attention-dropout", type=float, default=None,
+                        help="override the encoder's attention dropout (diagnostic; default: its own)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--what", choices=("joint", "bare"), help=argparse.SUPPRESS)
@@ -152,6 +163,8 @@ def main(argv=None) -> dict:
                            "--workdir", args.workdir, "--datasets", args.datasets]
                 if args.threads:
                     command += ["--threads", str(args.threads)]
+                if args.attention_dropout is not None:
+                    command += ["--attention-dropout", str(args.attention_dropout)]
                 out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
                 result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
                 peaks.append(result["peak_bytes"])
@@ -165,6 +178,7 @@ def main(argv=None) -> dict:
     bare = [table[n]["bare"]["peak_bytes"] for n in lengths]
     head = [j - b for j, b in zip(joint, bare)]
     results = {"machine": common.machine_info(), "batch_size": args.batch_size, "device": args.device,
+               "attention_dropout": args.attention_dropout, "repeats": repeats,
                "dtype": args.dtype, "method": rows[0]["method"], "rows": rows,
                "slope_joint": fit_slope(lengths, joint), "slope_bare": fit_slope(lengths, bare),
                "slope_head": fit_slope(lengths, head) if all(h > 0 for h in head) else float("nan")}
@@ -176,7 +190,9 @@ def main(argv=None) -> dict:
 def report(results, table) -> str:
     mib = 1 << 20
     lines = [f"### 5. Peak memory of a bert2joint training step (fwd+bwd), batch {results['batch_size']}, "
-             f"{results['device']} {results['dtype']} ({results['method']}, one fresh process per cell)", "",
+             f"{results['device']} {results['dtype']}"
+             + ("" if results["attention_dropout"] is None else f", attention dropout {results['attention_dropout']}")
+             + f" ({results['method']}, one fresh process per cell, median of {results['repeats']})", "",
              common.machine_line(results["machine"]), "",
              "| words/doc | tokens | phrases (max) | joint step MiB | bare encoder step MiB | head (joint - bare) MiB |",
              "|---|---|---|---|---|---|"]

@@ -216,7 +216,7 @@ class Trainer:
         args, runtime = self.args, self.runtime
         scores = None
         if not args.no_eval:
-            scores, _ = evaluate_split(self.model, self.dev_docs, args, "dev", runtime, self.pad_token_id)
+            scores, predictions = evaluate_split(self.model, self.dev_docs, args, "dev", runtime, self.pad_token_id)
         if runtime.is_main and scores is not None:
             metric = config.BEST_METRIC[args.dataset_class]
             logger.info("dev at step %d (%s):\n%s", self.state.step, tag,
@@ -232,6 +232,7 @@ class Trainer:
                 self.state.best_score, self.state.best_step = scores[metric], self.state.step
                 save_checkpoint(self.run_dir / "best", self.model, self.tokenizer, self.checkpoint_options())
                 write_json(self.run_dir / "best_dev_metrics.json", {"step": self.state.step, **scores})
+                write_predictions(self.run_dir / "predictions.dev.jsonl", predictions)
                 logger.info("new best %s = %.4f at step %d", metric, scores[metric], self.state.step)
             if args.save_checkpoint:
                 save_checkpoint(self.run_dir / tag, self.model, self.tokenizer, self.checkpoint_options())
@@ -320,13 +321,33 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
 
+    def best_dev_metrics(self) -> dict[str, Any] | None:
+        """Dev scores of `best/` as recorded when it was saved, if its predictions were kept
+        too (every rank gets rank 0's answer, so all take the same path)."""
+        metrics = None
+        path = self.run_dir / "best_dev_metrics.json"
+        if self.runtime.is_main and path.is_file() and (self.run_dir / "predictions.dev.jsonl").is_file():
+            recorded = json.loads(path.read_text())
+            if recorded.pop("step") == self.state.best_step:
+                metrics = recorded
+        if self.runtime.distributed:
+            shared = [metrics]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
+        return metrics
+
     def test_best(self) -> dict[str, Any]:
         """Decode dev and eval with the best checkpoint; write metrics.json and predictions."""
         args, runtime = self.args, self.runtime
         runtime.barrier()
         best = load_model(resolve_checkpoint(self.run_dir / "best"), runtime.device)
         metrics: dict[str, Any] = {}
-        for split in ("dev", "eval"):
+        best_dev = self.best_dev_metrics()
+        if best_dev is not None:  # the best checkpoint's dev scores and predictions, from its evaluation
+            metrics["dev"] = best_dev
+            logger.info("best checkpoint on dev: evaluated at step %d, predictions.dev.jsonl written then",
+                        self.state.best_step)
+        for split in ("dev", "eval") if best_dev is None else ("eval",):
             documents = self.dev_docs if split == "dev" and self.dev_docs else \
                 split_features(args, split, self.tokenizer, self.feature_options)
             scores, predictions = evaluate_split(best, documents, args, split, runtime, self.pad_token_id)

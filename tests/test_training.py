@@ -413,7 +413,7 @@ def test_best_checkpoint_is_the_best_dev_evaluation(evaluated_run):
             assert not same_weights(run / "best", run / entry["tag"])
     state = training_state(run / "last")["train_state"]
     assert (state["best_step"], state["best_score"]) == (best["step"], best_score)
-    # the run's test of the best checkpoint reproduces the dev evaluation that chose it
+    # metrics.json carries the dev scores of the evaluation that chose it (test.py re-decodes: see below)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dev"] == {key: value for key, value in best_metrics.items() if key != "step"}
     scalars = tensorboard_scalars(run / "tensorboard")
@@ -462,8 +462,13 @@ def test_test_script_reproduces_dev_metrics(setup, evaluated_run, tmp_path):
     assert metrics["eval"] == json.loads((run / "metrics.json").read_text())["eval"]
     for split in ("dev", "eval"):
         check_predictions(out / f"predictions.{split}.jsonl", setup["data"] / "kp20k" / f"kp20k.{split}.json", 10)
-        # default test batch size (32) differs from training's (8): same predictions
-        assert read_jsonl(out / f"predictions.{split}.jsonl") == read_jsonl(run / f"predictions.{split}.jsonl")
+        # default test batch size (32) differs from training's (8): same phrases in the same order;
+        # scores agree to float32 rounding (BLAS kernels depend on the padded batch shape)
+        tested, trained = read_jsonl(out / f"predictions.{split}.jsonl"), read_jsonl(run / f"predictions.{split}.jsonl")
+        phrases = [[(row["url"], row["KeyPhrases"]) for row in rows] for rows in (tested, trained)]
+        assert phrases[0] == phrases[1]
+        for tested_row, trained_row in zip(tested, trained):
+            assert tested_row["Scores"] == pytest.approx(trained_row["Scores"], rel=1e-5, abs=1e-6)
     assert (out / "test.log").is_file()
 
 
