@@ -1,6 +1,6 @@
 """Run every bertkpe benchmark and print one markdown report.
 
-    python bench/run_all.py            # full (about an hour on 2 CPU cores)
+    python bench/run_all.py            # full (about 1.5 hours on 2 CPU cores)
     python bench/run_all.py --quick    # short version (one timed run each, smaller inputs)
     python bench/run_all.py --device cuda --dtype bf16
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     if args.threads:
         shared += ["--threads", str(args.threads)]
     results_dir = Path(args.workdir) / "results"
-    base = ["--encoder", "base", "--batch-size", "1" if args.quick else "2"]
+    base = ["--encoder", "base", "--batch-size", "1" if args.quick else "8"]
     if not args.repeats:
         base += ["--repeats", "1" if args.quick else "3"]
     heads = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
