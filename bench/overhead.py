@@ -14,7 +14,7 @@ The optimizer step (AdamW over all parameters, with the loss's gradients present
 timed separately; collate time is reported as a % of the joint training and inference steps.
 
     python bench/overhead.py --encoder default            # MiniLM-L6 (the default encoder)
-    python bench/overhead.py --encoder base --repeats 3                # random roberta-base shape
+    python bench/overhead.py --encoder base --repeats 3   # random roberta-base shape
     python bench/overhead.py --device cuda --dtype bf16   # on a GPU
 """
 from __future__ import annotations
