@@ -252,9 +252,11 @@ def _init_worker(tokenizer_name: str) -> None:
     _worker_tokenizer = load_tokenizer(tokenizer_name)
 
 
-def _build_chunk(args: tuple[list[dict[str, Any]], FeatureOptions]) -> list[dict[str, Any]]:
+def _build_chunk(args: tuple[list[dict[str, Any]], FeatureOptions]) -> list[DocumentFeatures]:
+    """Numpy arrays pickle inline; torch tensors would each travel through a shared-memory
+    segment, which made workers slower than one process."""
     records, options = args
-    return [feature.to_state() for feature in build_features(records, _worker_tokenizer, options)]
+    return build_features(records, _worker_tokenizer, options)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -275,9 +277,9 @@ def build_all(records: Sequence[dict[str, Any]], tokenizer, options: FeatureOpti
     else:
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer.name_or_path,)) as pool:
             jobs = ((list(chunk), options) for chunk in _chunks(records, chunk_size))
-            for states in pool.map(_build_chunk, jobs):
-                features.extend(DocumentFeatures.from_state(state) for state in states)
-                progress.update(len(states))
+            for built in pool.map(_build_chunk, jobs):
+                features.extend(built)
+                progress.update(len(built))
     progress.close()
     return features
 
@@ -300,8 +302,8 @@ def load_features(path: str | os.PathLike, tokenizer, options: FeatureOptions,
             return [DocumentFeatures.from_state(state) for state in states]
     records = read_records(path)
     if workers is None:
-        # A worker needs seconds to import transformers and load the tokenizer, while one
-        # process builds about 400 documents/s: more processes pay off only on big files.
+        # One process builds 400-500 documents/s; below some thousands of documents,
+        # forking workers and shipping results back costs about what the extra cores gain.
         workers = 1 if len(records) < PARALLEL_MIN_DOCUMENTS else min(os.cpu_count() or 1, 8)
     features = build_all(records, tokenizer, options, workers=workers, description=path.name)
     if cache_file is not None:
