@@ -103,13 +103,16 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
         if args.dataset_class is None:
             raise SystemExit("bertkpe train: --dataset_class is required (unless continuing a run with --resume)")
         name = args.run_name or f"{config.dataset_name(args)}_{args.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
+        taken = (Path(args.output_dir) / name / "options.json").is_file()
         if runtime.distributed:
-            shared = [name]  # ranks reach this in different seconds: all take rank 0's name
+            # ranks reach this in different seconds, when rank 0 may already have written the
+            # folder: all take rank 0's name and rank 0's finding
+            shared = [name, taken]
             torch.distributed.broadcast_object_list(shared, src=0)
-            name = shared[0]
+            name, taken = shared
         args.run_name = name
         run_dir = Path(args.output_dir) / name
-        if (run_dir / "options.json").is_file():
+        if taken:
             raise SystemExit(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                              f"or choose another --run_name")
         return args, run_dir, None
