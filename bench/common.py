@@ -43,7 +43,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def apply_threads(args) -> None:
     import torch
 
-    if getattr(args, "threads", None):
+    if args.threads:
         torch.set_num_threads(args.threads)
 
 

@@ -86,13 +86,11 @@ def child(args) -> dict:
     batch = collate(documents, pad_token_id=tokenizer.pad_token_id or 0).to(device)
     if args.attention_dropout is None:
         model = build_model("bert2joint", encoder_path)
-    else:  # diagnostic: the same encoder with another attention-probability dropout
-        from transformers import AutoModel
+    else:  # diagnostic: the same encoder's shape (random weights) with another attention dropout
+        from transformers import AutoConfig
 
-        from bertkpe.models import model_type
-
-        encoder = AutoModel.from_pretrained(encoder_path, attention_probs_dropout_prob=args.attention_dropout)
-        model = model_type("bert2joint")(encoder, 5)
+        model = build_model("bert2joint", AutoConfig.from_pretrained(
+            encoder_path, attention_probs_dropout_prob=args.attention_dropout))
     model = model.to(device).train()
     encoder = model.encoder
 

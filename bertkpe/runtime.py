@@ -8,6 +8,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,6 +40,13 @@ class Runtime:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def from_main(self, *values: Any) -> tuple[Any, ...]:
+        """Rank 0's values on every rank, so that all ranks take the same path."""
+        shared = list(values)
+        if self.distributed:
+            dist.broadcast_object_list(shared, src=0)
+        return tuple(shared)
 
 
 def setup_runtime(no_cuda: bool = False) -> Runtime:

@@ -103,13 +103,9 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
         if args.dataset_class is None:
             raise SystemExit("bertkpe train: --dataset_class is required (unless continuing a run with --resume)")
         name = args.run_name or f"{config.dataset_name(args)}_{args.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
-        taken = (Path(args.output_dir) / name / "options.json").is_file()
-        if runtime.distributed:
-            # ranks reach this in different seconds, when rank 0 may already have written the
-            # folder: all take rank 0's name and rank 0's finding
-            shared = [name, taken]
-            torch.distributed.broadcast_object_list(shared, src=0)
-            name, taken = shared
+        # ranks reach this in different seconds, when rank 0 may already have written the
+        # folder: all take rank 0's name and rank 0's finding
+        name, taken = runtime.from_main(name, (Path(args.output_dir) / name / "options.json").is_file())
         args.run_name = name
         run_dir = Path(args.output_dir) / name
         if taken:
@@ -239,10 +235,7 @@ class Trainer:
                 logger.info("new best %s = %.4f at step %d", metric, scores[metric], self.state.step)
             if args.save_checkpoint:
                 save_checkpoint(self.run_dir / tag, self.model, self.tokenizer, self.checkpoint_options())
-        if runtime.distributed:
-            shared = [self.state.best_score, self.state.best_step]
-            torch.distributed.broadcast_object_list(shared, src=0)
-            self.state.best_score, self.state.best_step = shared
+        self.state.best_score, self.state.best_step = runtime.from_main(self.state.best_score, self.state.best_step)
         self.save_last()
 
     def optimizer_step(self) -> float:
@@ -333,11 +326,7 @@ class Trainer:
             recorded = json.loads(path.read_text())
             if recorded.pop("step") == self.state.best_step:
                 metrics = recorded
-        if self.runtime.distributed:
-            shared = [metrics]
-            torch.distributed.broadcast_object_list(shared, src=0)
-            metrics = shared[0]
-        return metrics
+        return self.runtime.from_main(metrics)[0]
 
     def test_best(self) -> dict[str, Any]:
         """Decode dev and eval with the best checkpoint; write metrics.json and predictions."""
@@ -350,7 +339,7 @@ class Trainer:
             metrics["dev"] = best_dev
             logger.info("best checkpoint on dev: evaluated at step %d, predictions.dev.jsonl written then",
                         self.state.best_step)
-        for split in ("dev", "eval") if best_dev is None else ("eval",):
+        for split in ("eval",) if best_dev is not None else ("dev", "eval"):
             documents = self.dev_docs if split == "dev" and self.dev_docs else \
                 split_features(args, split, self.tokenizer, self.feature_options)
             scores, predictions = evaluate_split(best, documents, args, split, runtime, self.pad_token_id)

@@ -36,6 +36,6 @@ class NGramCNN(nn.Module):
             grams = conv(sequence[:, :, :num_words + n - 1])  # (B, channels, W)
             if self.relu:
                 grams = F.relu(grams, inplace=True)
-            outputs.append(torch.matmul(weight.to(grams.dtype), self.dropout(grams)) + bias.to(grams.dtype))
+            outputs.append(torch.matmul(weight, self.dropout(grams)) + bias)  # (B, O, W)
         stacked = torch.stack(outputs, dim=1).transpose(2, 3)  # (B, N, W, O)
         return stacked.split([readout.out_features for readout in readouts], dim=-1)
