@@ -24,9 +24,13 @@ TRAINING_STATE_NAME = "training_state.pt"
 def save_checkpoint(directory: str | os.PathLike, model: KeyphraseModel, tokenizer, options: dict[str, Any],
                     training_state: dict[str, Any] | None = None) -> Path:
     """Write into a temporary sibling, then swap it in: a run killed while saving leaves
-    the previous checkpoint (or its `.old` copy, which `resolve_checkpoint` finds) intact."""
+    the previous checkpoint (or its `.old` copy, which `resolve_checkpoint` finds) intact.
+    Staging folders of this name that a killed save left behind are removed first: one
+    process saves a given checkpoint, so none of them is still being written."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         model.save_pretrained(staging, tokenizer=tokenizer, extra=options)

@@ -41,6 +41,17 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def ranks_where(self, flag: bool) -> list[int]:
+        """The ranks on which `flag` holds. A collective: every rank calls it, and all get
+        the same answer, so that one rank's failure stops every rank instead of leaving the
+        others waiting in the next gradient all-reduce."""
+        if not self.distributed:
+            return [self.rank] if flag else []
+        flags = torch.zeros(self.world_size, device=self.device)
+        flags[self.rank] = float(flag)
+        dist.all_reduce(flags)
+        return [rank for rank, value in enumerate(flags.tolist()) if value]
+
     def from_main(self, *values: Any) -> tuple[Any, ...]:
         """Rank 0's values on every rank, so that all ranks take the same path."""
         shared = list(values)

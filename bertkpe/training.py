@@ -273,9 +273,11 @@ class Trainer:
                 with sync:
                     with runtime.autocast():
                         loss = self.ddp_model(batch, compute_loss=True).loss
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"loss is {loss.item()} at step {state.step}, micro-batch {index} "
-                                                 f"(documents {batch.indices})")
+                    failed = runtime.ranks_where(not bool(torch.isfinite(loss)))
+                    if failed:
+                        where = f" on rank(s) {failed}" if runtime.distributed else ""
+                        raise FloatingPointError(f"loss is not finite{where} at step {state.step}, micro-batch {index}"
+                                                 f"; this process: loss {loss.item()} on documents {batch.indices}")
                     self.scaler.scale(loss / group_size).backward()
                 running_loss += float(loss.detach())
                 running_count += 1

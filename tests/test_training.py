@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import struct
@@ -278,6 +279,36 @@ def test_torchrun_two_processes_gloo(setup, tmp_path):
     assert all(entry["num_docs"] == len(dev_urls) for entry in history)
 
 
+def test_torchrun_a_non_finite_loss_on_one_rank_stops_both(setup, tmp_path):
+    """Rank 1's loss turns NaN at its second micro-batch: both ranks stop there with the
+    same error, instead of rank 0 waiting for rank 1 in the gradient all-reduce."""
+    wrapper = tmp_path / "nan_on_rank_1.py"
+    wrapper.write_text(textwrap.dedent(f"""
+        import os, runpy
+        from bertkpe.models.tag import Bert2Tag
+        head, calls = Bert2Tag.head, []
+        def nan_head(self, words, batch, compute_loss):
+            output = head(self, words, batch, compute_loss)
+            if compute_loss and os.environ["RANK"] == "1":
+                calls.append(1)
+                if len(calls) == 2:
+                    output.loss = output.loss * float("nan")
+            return output
+        Bert2Tag.head = nan_head
+        runpy.run_path({str(ROOT / "scripts" / "train.py")!r}, run_name="__main__")
+    """))
+    argv = train_argv(setup, "nan_ddp", "--max_train_steps", "3", model_class="bert2tag", output_dir=tmp_path / "runs")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--monitor-interval", "5", str(wrapper), *argv]
+    result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    assert "loss is not finite on rank(s) [1] at step 1, micro-batch 1; this process: loss nan" in result.stderr
+    rank_0 = re.search(r"loss is not finite on rank\(s\) \[1\] at step 1, micro-batch 1; this process: loss ([0-9.]+)",
+                       result.stderr)
+    assert rank_0 is not None and float(rank_0.group(1)) > 0, result.stderr[-4000:]
+    assert not (tmp_path / "runs" / "nan_ddp" / "best").exists()
+
+
 # ---------------------------------------------------------------- 3. mixed precision on the CPU
 
 def test_bf16_autocast_on_cpu(setup):
@@ -506,7 +537,7 @@ def test_nan_loss_raises(setup, monkeypatch):
         return output
 
     monkeypatch.setattr(Bert2Tag, "head", nan_head)
-    with pytest.raises(FloatingPointError, match="loss is nan"):
+    with pytest.raises(FloatingPointError, match="loss is not finite at step 0.*this process: loss nan"):
         run_command("train", train_argv(setup, "nan", "--max_train_steps", "2", model_class="bert2tag"))
     assert not (setup["runs"] / "nan" / "best").exists()
 
@@ -586,6 +617,19 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert checkpoints.load_training_state(directory)["train_state"] == {"step": 1}
     load_model(directory)  # loadable as is
     assert sorted(path.name for path in tmp_path.iterdir()) == ["last"]  # no staging folder left behind
+
+
+def test_a_save_removes_staging_folders_a_killed_save_left(tmp_path):
+    from bertkpe import checkpoints
+
+    stale = tmp_path / ".last.tmp-k1ll3d"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    other = tmp_path / ".best.tmp-k1ll3d"  # another checkpoint's staging folder is not this save's business
+    other.mkdir()
+    small_checkpoint(tmp_path / "last", seed=1)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".best.tmp-k1ll3d", "last"]
+    assert checkpoints.load_training_state(tmp_path / "last")["train_state"] == {"step": 1}
 
 
 def test_interrupted_swap_keeps_a_loadable_checkpoint(tmp_path, monkeypatch):
