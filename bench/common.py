@@ -85,14 +85,17 @@ CPU_SAMPLES: dict[str, list[float]] = {}  # process CPU seconds of the last inte
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, device="cpu"
                 ) -> dict[str, list[float]]:
-    """Time several functions round-robin (A B C A B C ...), so that drifting machine load
-    hits every candidate alike. Returns the timed wall-clock samples of each (warm-ups
-    dropped); the process CPU time of the same runs is left in CPU_SAMPLES (less sensitive
-    to other processes on a shared machine, though it counts OpenMP spin-waiting)."""
+    """Time several functions round-robin, the order reversed every other round
+    (A B C C B A A B C ...), so that machine load drifting over a round hits every
+    candidate alike, first and last included. Returns the timed wall-clock samples of each
+    (warm-ups dropped); the process CPU time of the same runs is left in CPU_SAMPLES (less
+    sensitive to other processes on a shared machine, though it counts OpenMP spin-waiting)."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
     CPU_SAMPLES.clear()
+    names = list(fns)
     for round_index in range(warmup + repeats):
-        for name, fn in fns.items():
+        for name in names if round_index % 2 == 0 else reversed(names):
+            fn = fns[name]
             cpu_start = time.process_time()
             elapsed = time_once(fn, device)
             cpu = time.process_time() - cpu_start

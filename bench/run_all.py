@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     results_dir = Path(args.workdir) / "results"
     base = ["--encoder", "base", "--batch-size", "1" if args.quick else "8"]
     if not args.repeats:
-        base += ["--repeats", "1" if args.quick else "3"]
+        base += ["--repeats", "1" if args.quick else "4"]
     heads = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
     sections = {
         "features": ["features.py"],
