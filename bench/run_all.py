@@ -61,6 +61,9 @@ def main(argv=None) -> int:
         # one process per head (each with its own bare-encoder baseline, interleaved):
         # shorter processes, and a busy shared machine hits each comparison alike
         **{f"overhead-{head}": ["overhead.py", "--encoder", "default", "--heads", head] for head in heads},
+        # inference steps are short and noisy here: many rounds, all heads in one process
+        "overhead-inference": ["overhead.py", "--encoder", "default", "--skip-training",
+                               "--repeats", "2" if args.quick else "30"],
         **{f"overhead-base-{head}": ["overhead.py", *base, "--heads", head] for head in heads},
         "memory": ["memory.py"] + (["--lengths", "64", "128", "256", "--batch-size", "2"] if args.quick else []),
         "extract": ["extract.py"],
