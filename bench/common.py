@@ -109,6 +109,12 @@ def median(values) -> float:
     return float(statistics.median(values))
 
 
+def paired_ratio(samples, baseline) -> float:
+    """Median of the per-round ratios sample / baseline: each round's pair ran close in
+    time, a robustness check on the ratio of the medians."""
+    return median([value / base for value, base in zip(samples, baseline)])
+
+
 def spread(values) -> str:
     """min-max of the samples, for the report."""
     return f"{min(values):.3g}-{max(values):.3g}"

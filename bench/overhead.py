@@ -116,20 +116,15 @@ def main(argv=None) -> dict:
             hidden = encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         hidden.float().sum().backward()
 
-    def head_train(model):
+    def head_train(model, words=None):
+        """The full step; given fixed word vectors, the head's own work alone."""
         def run():
             model.zero_grad(set_to_none=True)
             with amp():
-                loss = model(batch, compute_loss=True).loss
-            loss.backward()
-        return run
-
-    def head_alone_train(model):
-        def run():
-            model.zero_grad(set_to_none=True)
-            leaf = words.detach().requires_grad_()
-            with amp():
-                loss = model.head(leaf, batch, True).loss
+                if words is None:
+                    loss = model(batch, compute_loss=True).loss
+                else:
+                    loss = model.head(words.detach().requires_grad_(), batch, True).loss
             loss.backward()
         return run
 
@@ -142,7 +137,7 @@ def main(argv=None) -> dict:
         train = common.interleaved({"bare encoder": bare_train, **{n: head_train(m) for n, m in models.items()}},
                                    repeats, warmup=1, device=device)
         train_cpu = dict(common.CPU_SAMPLES)
-        train_alone = common.interleaved({n: head_alone_train(m) for n, m in models.items()}, repeats, warmup=1,
+        train_alone = common.interleaved({n: head_train(m, words) for n, m in models.items()}, repeats, warmup=1,
                                          device=device)
 
         # optimizer step alone (AdamW over the joint model's parameters, gradients present)
@@ -163,19 +158,12 @@ def main(argv=None) -> dict:
             with torch.inference_mode(), amp():
                 encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
 
-        def head_infer(model):
+        def head_infer(model, words=None):
+            """Forward and decode; given fixed word vectors, the head and decoding alone."""
             def run():
                 with torch.inference_mode():
                     with amp():
-                        output = model(batch)
-                    return decode_batch(output.mention_scores, batch, documents, 5)
-            return run
-
-        def head_alone_infer(model):
-            def run():
-                with torch.inference_mode():
-                    with amp():
-                        output = model.head(words, batch, False)
+                        output = model(batch) if words is None else model.head(words, batch, False)
                     return decode_batch(output.mention_scores, batch, documents, 5)
             return run
 
@@ -186,7 +174,7 @@ def main(argv=None) -> dict:
         infer = common.interleaved({"bare encoder": bare_infer, **{n: head_infer(m) for n, m in models.items()}},
                                    repeats, warmup=1, device=device)
         infer_cpu = dict(common.CPU_SAMPLES)
-        infer_alone = common.interleaved({n: head_alone_infer(m) for n, m in models.items()}, repeats, warmup=1,
+        infer_alone = common.interleaved({n: head_infer(m, words) for n, m in models.items()}, repeats, warmup=1,
                                          device=device)
 
     # ------------------------------------------------------------------ collate
@@ -208,7 +196,7 @@ def main(argv=None) -> dict:
         for name in args.heads:
             full = common.median(samples[name])
             # the same ratio per round (paired in time), as a robustness check
-            paired = common.median([(f - b) / b for f, b in zip(samples[name], samples["bare encoder"])])
+            paired = common.paired_ratio(samples[name], samples["bare encoder"]) - 1.0
             overhead = 100.0 * (full - bare) / bare
             cpu_bare, cpu_full = common.median(cpu["bare encoder"]), common.median(cpu[name])
             bar = bars[args.encoder][name]

@@ -273,13 +273,14 @@ class Trainer:
                 with sync:
                     with runtime.autocast():
                         loss = self.ddp_model(batch, compute_loss=True).loss
-                    failed = runtime.ranks_where(not bool(torch.isfinite(loss)))
+                    loss_value = float(loss.detach())  # the one device sync of the micro-batch
+                    failed = runtime.ranks_where(not math.isfinite(loss_value))
                     if failed:
                         where = f" on rank(s) {failed}" if runtime.distributed else ""
                         raise FloatingPointError(f"loss is not finite{where} at step {state.step}, micro-batch {index}"
-                                                 f"; this process: loss {loss.item()} on documents {batch.indices}")
+                                                 f"; this process: loss {loss_value} on documents {batch.indices}")
                     self.scaler.scale(loss / group_size).backward()
-                running_loss += float(loss.detach())
+                running_loss += loss_value
                 running_count += 1
                 if not last_of_group:
                     continue
@@ -289,7 +290,7 @@ class Trainer:
                 progress.update(1)
                 progress.set_postfix(loss=f"{running_loss / running_count:.4f}", epoch=state.epoch)
                 if self.writer is not None:
-                    self.writer.add_scalar("train/loss", float(loss.detach()), state.step)
+                    self.writer.add_scalar("train/loss", loss_value, state.step)
                     self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], state.step)
                     self.writer.add_scalar("train/grad_norm", grad_norm, state.step)
                 if state.step % args.display_iter == 0 or state.step == self.total_steps:
