@@ -17,7 +17,7 @@ from bertkpe import config
 from bertkpe.checkpoints import resolve_checkpoint
 from bertkpe.data.batching import iterate, length_grouped_batches, token_lengths
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_features, load_tokenizer
-from bertkpe.decoding import RankedPhrases, decode_batch
+from bertkpe.decoding import RankedPhrases, rank_batch
 from bertkpe.metrics import DEFAULT_KS, format_scores, read_doc_words, read_keyphrase_file, score
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
 from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
@@ -42,8 +42,7 @@ def decode_documents(model: KeyphraseModel, documents: Sequence[DocumentFeatures
                     disable=not runtime.is_main)
     for batch in iterate(documents, mine, pad_token_id):
         with runtime.autocast():
-            output = model(batch.to(runtime.device))
-        ranked = decode_batch(output.mention_scores, batch, [documents[i] for i in batch.indices], top_k)
+            ranked = rank_batch(model, batch, [documents[i] for i in batch.indices], top_k, runtime.device)
         results.extend(zip(batch.indices, ranked))
         progress.update(len(batch.indices))
     progress.close()

@@ -25,7 +25,7 @@ import torch
 from bertkpe.data.batching import collate, length_grouped_batches
 from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer, special_tokens_around
 from bertkpe.data.matching import NO_STEMMER
-from bertkpe.decoding import decode_batch
+from bertkpe.decoding import rank_batch
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
 
 WordSplitter = Callable[[str], list]
@@ -209,9 +209,8 @@ class KeyphraseExtractor:
             for batch_positions in batches:
                 indices = [live[position] for position in batch_positions]
                 documents = [features[index] for index in indices]
-                batch = collate(documents, indices, self.pad_token_id).to(self.device)
-                output = self.model(batch)
-                for index, ranked in zip(indices, decode_batch(output.mention_scores, batch, documents, top_k)):
+                batch = collate(documents, indices, self.pad_token_id)
+                for index, ranked in zip(indices, rank_batch(self.model, batch, documents, top_k, self.device)):
                     yield index, [(" ".join(words), float(score)) for words, score in zip(ranked.phrases, ranked.scores)]
                 if bar is not None:
                     bar.update(len(indices))
