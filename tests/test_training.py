@@ -1,8 +1,8 @@
 """Training, evaluation and checkpoints end to end, on the CPU.
 
 A tiny random BERT (one layer, hidden 32) over the default tokenizer, and real data:
-the shared KP20K- and OpenKP-layout files run through `bertkpe preprocess`, then cut to
-24 train / 12 dev / 12 eval documents. Runs go through `run_command("train", ...)` in
+the KP20K- and OpenKP-layout files of tests/fixtures run through `bertkpe preprocess`,
+then cut to 24 train / 12 dev / 12 eval documents (the `setup` fixture of conftest.py). Runs go through `run_command("train", ...)` in
 process, or through `scripts/` in a subprocess where a real process boundary matters
 (torchrun, SIGKILL).
 """
@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import struct
 import subprocess
@@ -26,91 +25,12 @@ import torch
 from safetensors.torch import load_file
 
 from bertkpe.cli import run_command
-from helpers import ENCODER, MODEL_CLASSES, featurize, make_record, tiny_config, tiny_model
+from helpers import MODEL_CLASSES, ROOT, SUBPROCESS_ENV, featurize, make_record, read_jsonl, tiny_model, train_argv
 
-ROOT = Path(__file__).resolve().parents[1]
-SPLIT_SIZES = {"train": 24, "dev": 12, "eval": 12}
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# ---------------------------------------------------------------- fixtures and helpers
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine has two shared cores: one intra-op thread is faster than two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-
-
-def cut_dataset(source: Path, target: Path, name: str, sizes: dict[str, int]) -> None:
-    """The first documents of each split, with the matching reference lines."""
-    for split, size in sizes.items():
-        rows = read_jsonl(source / name / f"{name}.{split}.json")[:size]
-        write_jsonl(target / name / f"{name}.{split}.json", rows)
-        candidates = source / name / f"{name}.{split}_candidate.json"
-        if candidates.is_file():
-            by_url = {row["url"]: row for row in read_jsonl(candidates)}
-            write_jsonl(target / name / f"{name}.{split}_candidate.json", [by_url[row["url"]] for row in rows])
-
-
-@pytest.fixture(scope="session")
-def setup(tmp_path_factory, datasets):
-    """Tiny encoder folder, cut datasets (kp20k, openkp, and `short`: kp20k with tiny dev
-    documents), and one feature cache shared by every run."""
-    from transformers import AutoTokenizer, BertModel
-
-    root = tmp_path_factory.mktemp("training")
-    encoder = root / "tiny_bert"
-    torch.manual_seed(0)
-    config = tiny_config("bert", hidden=32, layers=1, heads=2, max_positions=512)
-    config.intermediate_size = 64
-    BertModel(config).save_pretrained(encoder)
-    AutoTokenizer.from_pretrained(ENCODER).save_pretrained(encoder)
-
-    full, data = root / "full", root / "data"
-    for dataset in ("kp20k", "openkp"):
-        assert run_command("preprocess", ["--dataset_class", dataset, "--source_dataset_dir", str(datasets),
-                                          "--output_path", str(full)]) == 0
-        cut_dataset(full, data, dataset, SPLIT_SIZES)
-    # `short`: kp20k whose dev split also has a one-word, a two-word, a punctuation-only
-    # and an empty document.
-    shutil.copytree(data / "kp20k", data / "short")
-    for path in (data / "short").iterdir():
-        path.rename(path.with_name(path.name.replace("kp20k", "short")))
-    tiny = [make_record(["Graphs"], [["graphs"]], url="one-word", stemmer="porter"),
-            make_record(["Sparse", "graphs"], [["sparse", "graphs"]], url="two-words", stemmer="porter"),
-            make_record([".", ";"], [], url="punctuation", stemmer="porter"),
-            make_record([], [], url="empty", stemmer="porter")]
-    dev = read_jsonl(data / "short" / "short.dev.json")[:4]
-    write_jsonl(data / "short" / "short.dev.json", dev[:2] + tiny + dev[2:])
-    references = read_jsonl(data / "short" / "short.dev_candidate.json")[:4]
-    tiny_references = [{"url": "one-word", "KeyPhrases": [["graphs"]]},
-                       {"url": "two-words", "KeyPhrases": [["sparse", "graphs"], ["graph", "theory"]]},
-                       {"url": "punctuation", "KeyPhrases": [["nothing"]]}, {"url": "empty", "KeyPhrases": []}]
-    write_jsonl(data / "short" / "short.dev_candidate.json", references[:2] + tiny_references + references[2:])
-    return {"root": root, "encoder": encoder, "data": data, "cache": root / "cache", "runs": root / "runs"}
-
-
-def train_argv(setup, run_name: str, *extra: str, model_class: str = "bert2joint", dataset: str = "kp20k",
-               output_dir: Path | None = None) -> list[str]:
-    return ["--dataset_class", dataset, "--preprocess_folder", str(setup["data"]),
-            "--cached_features_dir", str(setup["cache"]), "--feature_workers", "1",
-            "--pretrain_model_type", str(setup["encoder"]), "--model_class", model_class,
-            "--output_dir", str(output_dir or setup["runs"]), "--run_name", run_name, "--no_cuda",
-            "--max_token", "96", "--per_gpu_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-            "--per_gpu_test_batch_size", "8", "--display_iter", "1", *extra]
-
+# ---------------------------------------------------------------- helpers
 
 def training_state(checkpoint: Path) -> dict:
     return torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=True)
