@@ -7,12 +7,17 @@ for LIAAD corpora, none for OpenKP.
 """
 from __future__ import annotations
 
+import logging
+import threading
 from collections import defaultdict
 from functools import lru_cache
 from typing import Callable, Collection, Mapping, Sequence
 
+import Stemmer
 from nltk.stem.porter import PorterStemmer
 from nltk.stem.snowball import SnowballStemmer
+
+logger = logging.getLogger("bertkpe")
 
 NO_STEMMER = "none"
 
@@ -24,28 +29,65 @@ SNOWBALL_BY_ISO = {
     "es": "spanish", "sv": "swedish",
 }
 
+# Snowball stemmers that nltk lacks, run by PyStemmer (the Snowball project's own C library).
+# A fixed table, checked before nltk, so a name keeps its stems even if nltk later adds it.
+PYSTEMMER_BY_ISO = {
+    "hy": "armenian", "eu": "basque", "ca": "catalan", "cs": "czech", "eo": "esperanto",
+    "et": "estonian", "el": "greek", "hi": "hindi", "id": "indonesian", "ga": "irish",
+    "lt": "lithuanian", "ne": "nepali", "fa": "persian", "pl": "polish", "sr": "serbian",
+    "st": "sesotho", "ta": "tamil", "tr": "turkish", "yi": "yiddish",
+}
+PYSTEMMER_NAMES = frozenset(PYSTEMMER_BY_ISO.values())
 
+
+@lru_cache(maxsize=None)
 def stemmer_for_language(language: str | None) -> str:
-    """Stemmer name for a language tag such as "fr" or "en-US"; "none" where nltk has none."""
+    """Stemmer name for a language tag such as "fr" or "en-US".
+
+    Porter for English, else the language's Snowball stemmer (nltk's, else PyStemmer's);
+    for a language with neither, "none" (lower-casing only), with a warning, as keyphrases
+    in inflected forms then go unmatched. Cached, so each language warns once.
+    """
     if not language:
         return NO_STEMMER
     code = language.strip().lower().replace("_", "-").split("-")[0]
     if code == "en":
         return "porter"
-    return SNOWBALL_BY_ISO.get(code, NO_STEMMER)
+    stemmer = SNOWBALL_BY_ISO.get(code) or PYSTEMMER_BY_ISO.get(code)
+    if stemmer is None:
+        logger.warning("no stemmer for language %r: keyphrases are matched on lower-cased words only, "
+                       "so inflected forms of a keyphrase are not found", language)
+        return NO_STEMMER
+    return stemmer
+
+
+def _pystemmer_stem(algorithm: str) -> Callable[[str], str]:
+    """PyStemmer's stemWord with one Stemmer per thread, as a Stemmer object is not thread-safe."""
+    local = threading.local()
+
+    def stem(word: str) -> str:
+        stemmer = getattr(local, "stemmer", None)
+        if stemmer is None:
+            stemmer = local.stemmer = Stemmer.Stemmer(algorithm, 0)
+        return stemmer.stemWord(word)
+
+    return stem
 
 
 @lru_cache(maxsize=None)
 def get_normalizer(stemmer: str) -> Callable[[str], str]:
-    """A cached word -> normalised-word function for a stemmer name ("none", "porter", "french", ...)."""
+    """A cached word -> normalised-word function for a stemmer name ("none", "porter", "french", "polish", ...)."""
     if stemmer == NO_STEMMER:
         return str.lower
     if stemmer == "porter":
         stem = PorterStemmer().stem
+    elif stemmer in PYSTEMMER_NAMES:
+        stem = _pystemmer_stem(stemmer)
     elif stemmer in SnowballStemmer.languages:
         stem = SnowballStemmer(stemmer).stem
     else:
-        raise ValueError(f"unknown stemmer {stemmer!r}: use 'none', 'porter' or one of {SnowballStemmer.languages}")
+        raise ValueError(f"unknown stemmer {stemmer!r}: use 'none', 'porter' or one of "
+                         f"{sorted(set(SnowballStemmer.languages) | PYSTEMMER_NAMES)}")
 
     @lru_cache(maxsize=1 << 20)
     def normalize(word: str) -> str:
