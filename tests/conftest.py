@@ -31,7 +31,8 @@ def pytest_terminal_summary(terminalreporter):
     skipped = [report for report in terminalreporter.stats.get("skipped", [])
                if isinstance(report.longrepr, tuple) and DATASETS_MISSING in report.longrepr[2]]
     if skipped:
-        terminalreporter.write_line(f"{len(skipped)} tests over the full shared corpora skipped: "
+        tests = "test" if len(skipped) == 1 else "tests"
+        terminalreporter.write_line(f"{len(skipped)} {tests} over the full shared corpora skipped: "
                                     f"{DATASETS} not found (set BERTKPE_DATASETS to run them)")
 
 

@@ -230,8 +230,8 @@ def test_byte_level_tokenizer(roberta_tokenizer_dir):
 # --------------------------------------------------------------------------- real documents
 
 @pytest.fixture(scope="module")
-def kp20k_test_records(datasets):
-    return kp20k_records(datasets / "kp20k" / "kp20k_testing.json", 24)
+def kp20k_test_records(fixtures):
+    return kp20k_records(fixtures / "kp20k" / "kp20k_testing.json", 24)
 
 
 def test_real_documents(kp20k_test_records):

@@ -162,8 +162,8 @@ def test_read_keyphrase_file_errors_name_file_and_line(tmp_path, lines, reason):
     assert str(error.value).startswith(f"{path}:{reason}")
 
 
-def test_cli_round_trip_openkp(tmp_path, capsys, datasets):
-    readme = datasets / "openkp" / "OpenKP_readme_example.jsonl"
+def test_cli_round_trip_openkp(tmp_path, capsys, fixtures):
+    readme = fixtures / "openkp" / "OpenKP_readme_example.jsonl"
     gold = [{"url": json.loads(line)["url"], "KeyPhrases": json.loads(line)["KeyPhrases"]}
             for line in readme.read_text(encoding="utf-8").splitlines()]
     pred = write_jsonl(tmp_path / "pred.jsonl", gold)

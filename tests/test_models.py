@@ -254,8 +254,8 @@ def test_every_head_over_every_encoder(kind):
 # --------------------------------------------------------------------------- training on real documents
 
 @pytest.fixture(scope="module")
-def training_documents(datasets):
-    records = kp20k_records(datasets / "kp20k" / "kp20k_training.json", 12)
+def training_documents(fixtures):
+    records = kp20k_records(fixtures / "kp20k" / "kp20k_training.json", 12)
     documents = [doc for doc in featurize(records, max_token=80) if len(doc.gold_spans)]
     return records, documents[:6]
 

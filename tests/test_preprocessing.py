@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORD_KEYS = {"url", "doc_words", "keyphrases", "start_end_pos", "absent_keyphrases", "stemmer"}
 LIAAD_SIZES = {"110-PT-BN-KP": 110, "500N-KPCrowd-v1.1": 500, "Inspec": 2000, "SemEval2010": 243,
                "SemEval2017": 493, "WikiNews": 100, "kdd": 755, "pak2018": 50}
+LIAAD_FIXTURE_SIZES = {"110-PT-BN-KP": 10, "Inspec": 10, "WikiNews": 10, "pak2018": 10}
+LIAAD_RUNS = [("fixtures", name, size) for name, size in sorted(LIAAD_FIXTURE_SIZES.items())] + \
+             [("datasets", name, size) for name, size in sorted(LIAAD_SIZES.items())]
 
 
 def preprocess(*argv: str | Path) -> int:
@@ -39,30 +42,46 @@ def check_records(records: list[dict]) -> None:
             assert all(end - start + 1 == len(phrase) for start, end in spans)
 
 
-@pytest.fixture(scope="module")
-def out(tmp_path_factory, datasets) -> Path:
+# Statistics of `bertkpe preprocess` over the in-repo fixtures and over the full shared corpora.
+# The KP20K training fixture ends with one document too short, one too long and one
+# without a present keyphrase (see tests/fixtures/README.md).
+KP20K_TRAIN_STATS = {
+    "fixtures": {"documents_read": 27, "documents_kept": 24, "dropped_too_short": 1, "dropped_too_long": 1,
+                 "dropped_no_present_keyphrase": 1, "bad_lines_skipped": 0, "keyphrases_present": 176,
+                 "keyphrases_absent": 97, "keyphrases_longer_than_max": 1},
+    "datasets": {"documents_read": 1000, "documents_kept": 972, "dropped_too_short": 2, "dropped_too_long": 23,
+                 "dropped_no_present_keyphrase": 3, "bad_lines_skipped": 0, "keyphrases_present": 8283,
+                 "keyphrases_absent": 5346, "keyphrases_longer_than_max": 49},
+}
+KP20K_TEST_SIZES = {"fixtures": {"dev": 12, "eval": 24}, "datasets": {"dev": 500, "eval": 500}}
+OPENKP_SIZES = {"fixtures": [24, 12, 12], "datasets": [350, 75, 75]}
+OPENKP_DEV_KEYPHRASES = {"fixtures": (449, 264), "datasets": (3717, 654)}  # present, absent
+
+
+@pytest.fixture(scope="module", params=["fixtures", "datasets"])
+def out(request, tmp_path_factory) -> tuple[str, Path, Path]:
+    """(corpora, their folder, the preprocessed folder): kp20k and openkp over each."""
+    source = request.getfixturevalue(request.param)
     path = tmp_path_factory.mktemp("prepro")
-    assert preprocess("--dataset_class", "kp20k", "--source_dataset_dir", datasets, "--output_path", path) == 0
-    assert preprocess("--dataset_class", "openkp", "--source_dataset_dir", datasets / "openkp",
+    assert preprocess("--dataset_class", "kp20k", "--source_dataset_dir", source, "--output_path", path) == 0
+    assert preprocess("--dataset_class", "openkp", "--source_dataset_dir", source / "openkp",
                       "--output_path", path) == 0
-    return path
+    return request.param, source, path
 
 
 def test_kp20k_full_run(out):
-    folder = out / "kp20k"
+    corpora, _, path = out
+    folder = path / "kp20k"
     assert sorted(p.name for p in folder.iterdir()) == [
         "kp20k.dev.json", "kp20k.dev_candidate.json", "kp20k.eval.json", "kp20k.eval_candidate.json",
         "kp20k.train.json", "preprocess_stats.json"]
     stats = json.loads((folder / "preprocess_stats.json").read_text())["splits"]
-    assert stats["train"] == {"documents_read": 1000, "documents_kept": 972, "dropped_too_short": 2,
-                              "dropped_too_long": 23, "dropped_no_present_keyphrase": 3, "bad_lines_skipped": 0,
-                              "keyphrases_present": 8283, "keyphrases_absent": 5346,
-                              "keyphrases_longer_than_max": 49}
-    for split in ("dev", "eval"):
-        assert stats[split]["documents_read"] == stats[split]["documents_kept"] == 500
+    assert stats["train"] == KP20K_TRAIN_STATS[corpora]
+    for split, size in KP20K_TEST_SIZES[corpora].items():
+        assert stats[split]["documents_read"] == stats[split]["documents_kept"] == size
         records = read_lines(folder / f"kp20k.{split}.json")
         references = read_lines(folder / f"kp20k.{split}_candidate.json")
-        assert [r["url"] for r in records] == [r["url"] for r in references] == [str(i) for i in range(500)]
+        assert [r["url"] for r in records] == [r["url"] for r in references] == [str(i) for i in range(size)]
         check_records(records)
         for record, reference in zip(records, references):
             gold = reference["KeyPhrases"]
@@ -74,38 +93,39 @@ def test_kp20k_full_run(out):
     assert read_lines(folder / "kp20k.eval_candidate.json")[0] == {
         "url": "0", "KeyPhrases": [["data", "mining"], ["productivity"], ["efficiency"]]}
     train = read_lines(folder / "kp20k.train.json")
-    assert len(train) == 972 and all(r["keyphrases"] and 20 <= len(r["doc_words"]) <= 300 for r in train)
+    assert len(train) == KP20K_TRAIN_STATS[corpora]["documents_kept"]
+    assert all(r["keyphrases"] and 20 <= len(r["doc_words"]) <= 300 for r in train)
     check_records(train)
 
 
-def test_openkp_full_run(out, datasets):
-    folder = out / "openkp"
+def test_openkp_full_run(out):
+    corpora, source_folder, path = out
+    folder = path / "openkp"
     assert not (folder / "openkp.eval_candidate.json").exists()  # EvalPublic has no gold
     assert (folder / "openkp.dev_candidate.json").exists()
     stats = json.loads((folder / "preprocess_stats.json").read_text())["splits"]
-    assert [stats[s]["documents_kept"] for s in ("train", "dev", "eval")] == [350, 75, 75]
-    assert stats["dev"]["keyphrases_present"] == 3717 and stats["dev"]["keyphrases_absent"] == 654
+    assert [stats[s]["documents_kept"] for s in ("train", "dev", "eval")] == OPENKP_SIZES[corpora]
+    assert (stats["dev"]["keyphrases_present"], stats["dev"]["keyphrases_absent"]) == OPENKP_DEV_KEYPHRASES[corpora]
     dev = read_lines(folder / "openkp.dev.json")
     check_records(dev)
-    source = [json.loads(line) for line in (datasets / "openkp" / "OpenKPDev.jsonl").open(encoding="utf-8")]
+    source = [json.loads(line) for line in (source_folder / "openkp" / "OpenKPDev.jsonl").open(encoding="utf-8")]
     assert [r["url"] for r in dev] == [s["url"] for s in source]
     assert all(set(r) == RECORD_KEYS | {"VDOM"} and r["VDOM"] == s["VDOM"] for r, s in zip(dev, source))
     record = next(r for r in dev if r["url"] == "kpcrowd://science-20933265")
     spans = dict(zip(map(" ".join, record["keyphrases"]), record["start_end_pos"]))
     assert spans["Comment"] == [[67, 67], [76, 76]] and spans["robots"] == [[1, 1], [33, 33], [58, 58]]
     evaluation = read_lines(folder / "openkp.eval.json")
-    assert len(evaluation) == 75
+    assert len(evaluation) == OPENKP_SIZES[corpora][2]
     assert all(r["keyphrases"] == r["start_end_pos"] == r["absent_keyphrases"] == [] for r in evaluation)
 
 
-@pytest.mark.parametrize("name", sorted(LIAAD_SIZES))
-def test_every_liaad_zip(tmp_path, datasets, name):
-    assert preprocess("--dataset_class", "multidata", "--source_dataset_dir", datasets / "liaad" / f"{name}.zip",
-                      "--output_path", tmp_path) == 0
+@pytest.mark.parametrize("corpora, name, total", LIAAD_RUNS)
+def test_every_liaad_zip(tmp_path, request, corpora, name, total):
+    archive = request.getfixturevalue(corpora) / "liaad" / f"{name}.zip"
+    assert preprocess("--dataset_class", "multidata", "--source_dataset_dir", archive, "--output_path", tmp_path) == 0
     folder = tmp_path / "multidata"
     stats = json.loads((folder / "preprocess_stats.json").read_text())
     split = json.loads((folder / "split.json").read_text())
-    total = LIAAD_SIZES[name]
     assert [len(split[s]) for s in ("train", "dev", "eval")] == [s["documents_read"] for s in stats["splits"].values()]
     assert sum(len(split[s]) for s in ("train", "dev", "eval")) == total
     assert len(split["train"]) == round(total * 0.7) and split["seed"] == 42
@@ -120,8 +140,9 @@ def test_every_liaad_zip(tmp_path, datasets, name):
         assert all(r["stemmer"] == stats["stemmer"] for r in records)
 
 
-def test_multidata_split_is_seeded_and_reusable(tmp_path, datasets):
-    wikinews = datasets / "liaad" / "WikiNews.zip"
+@pytest.mark.parametrize("corpora, sizes", [("fixtures", [7, 2, 1]), ("datasets", [70, 15, 15])])
+def test_multidata_split_is_seeded_and_reusable(tmp_path, request, corpora, sizes):
+    wikinews = request.getfixturevalue(corpora) / "liaad" / "WikiNews.zip"
     base = ["--dataset_class", "multidata", "--source_dataset_dir", wikinews, "--dataset_name", "wikinews"]
     assert preprocess(*base, "--output_path", tmp_path / "a") == 0
     assert preprocess(*base, "--output_path", tmp_path / "b", "--split_seed", "7") == 0
@@ -133,21 +154,23 @@ def test_multidata_split_is_seeded_and_reusable(tmp_path, datasets):
         assert (a / file).read_bytes() == (c / file).read_bytes()
     stats = json.loads((a / "preprocess_stats.json").read_text())
     assert (stats["language"], stats["stemmer"]) == ("fr", "french")
-    assert [len(json.loads((a / "split.json").read_text())[s]) for s in ("train", "dev", "eval")] == [70, 15, 15]
+    assert [len(json.loads((a / "split.json").read_text())[s]) for s in ("train", "dev", "eval")] == sizes
 
 
-def test_multidata_language_override_and_ratio(tmp_path, datasets):
-    assert preprocess("--dataset_class", "multidata", "--source_dataset_dir", datasets / "liaad" / "pak2018.zip",
+@pytest.mark.parametrize("corpora, sizes", [("fixtures", [5, 5, 0]), ("datasets", [25, 25, 0])])
+def test_multidata_language_override_and_ratio(tmp_path, request, corpora, sizes):
+    pak2018 = request.getfixturevalue(corpora) / "liaad" / "pak2018.zip"
+    assert preprocess("--dataset_class", "multidata", "--source_dataset_dir", pak2018,
                       "--output_path", tmp_path, "--language", "en", "--split_ratio", "1", "1", "0") == 0
     stats = json.loads((tmp_path / "multidata" / "preprocess_stats.json").read_text())
     assert (stats["language"], stats["stemmer"]) == ("en", "porter")
-    assert [stats["splits"][s]["documents_read"] for s in ("train", "dev", "eval")] == [25, 25, 0]
+    assert [stats["splits"][s]["documents_read"] for s in ("train", "dev", "eval")] == sizes
 
 
-def test_bad_split_file(tmp_path, datasets, capsys):
+def test_bad_split_file(tmp_path, fixtures, capsys):
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": ["nope"], "dev": [], "eval": []}))
-    assert preprocess("--dataset_class", "multidata", "--source_dataset_dir", datasets / "liaad" / "WikiNews.zip",
+    assert preprocess("--dataset_class", "multidata", "--source_dataset_dir", fixtures / "liaad" / "WikiNews.zip",
                       "--output_path", tmp_path, "--split_file", split) == 2
     assert "names documents not in the corpus: ['nope']" in capsys.readouterr().err
 

@@ -91,9 +91,10 @@ def test_clean_kp20k_keyphrase(raw, expected):
 
 # ----------------------------------------------------------------------------- real documents
 
-def test_kp20k_real_documents(datasets):
-    docs = list(read_kp20k(datasets / "kp20k" / "kp20k_testing.json"))
-    assert len(docs) == 500
+@pytest.mark.parametrize("corpora, documents", [("fixtures", 24), ("datasets", 500)])
+def test_kp20k_real_documents(request, corpora, documents):
+    docs = list(read_kp20k(request.getfixturevalue(corpora) / "kp20k" / "kp20k_testing.json"))
+    assert len(docs) == documents
     first = docs[0]
     assert first.url == "0" and first.stemmer == "porter"
     assert first.words[:9] == ["Data", "mining", "efforts", "increase", "business", "productivity", "and",
@@ -110,9 +111,10 @@ def test_kp20k_real_documents(datasets):
     assert spans["project control"] == [] and spans["implementation"] == []
 
 
-def test_openkp_real_document(datasets):
-    docs = {d.url: d for d in read_openkp(datasets / "openkp" / "OpenKPDev.jsonl")}
-    assert len(docs) == 75
+@pytest.mark.parametrize("corpora, documents", [("fixtures", 12), ("datasets", 75)])
+def test_openkp_real_document(request, corpora, documents):
+    docs = {d.url: d for d in read_openkp(request.getfixturevalue(corpora) / "openkp" / "OpenKPDev.jsonl")}
+    assert len(docs) == documents
     doc = docs["kpcrowd://science-20933265"]
     assert doc.stemmer == "none" and isinstance(doc.extra["VDOM"], str)
     assert doc.words[:5] == ["Video", "Robots", "to", "Aid", "in"] and len(doc.words) == 78
@@ -122,22 +124,25 @@ def test_openkp_real_document(datasets):
     assert spans["Japanese engineers working"] == [(40, 42)]
 
 
-def test_openkp_readme_example_drops_empty_keyphrases(datasets):
-    path = datasets / "openkp" / "OpenKP_readme_example.jsonl"
+def test_openkp_readme_example_drops_empty_keyphrases(fixtures):
+    path = fixtures / "openkp" / "OpenKP_readme_example.jsonl"
     raw = json.loads(path.read_text(encoding="utf-8"))
     assert [] in raw["KeyPhrases"]
     (doc,) = read_openkp(path)
     assert [] not in doc.keyphrases and len(doc.keyphrases) == len([kp for kp in raw["KeyPhrases"] if kp])
 
 
-def test_openkp_eval_public_has_no_keyphrases(datasets):
-    docs = list(read_openkp(datasets / "openkp" / "OpenKPEvalPublic.jsonl", with_keyphrases=False))
-    assert len(docs) == 75 and all(d.keyphrases == [] for d in docs)
+@pytest.mark.parametrize("corpora, documents", [("fixtures", 12), ("datasets", 75)])
+def test_openkp_eval_public_has_no_keyphrases(request, corpora, documents):
+    path = request.getfixturevalue(corpora) / "openkp" / "OpenKPEvalPublic.jsonl"
+    docs = list(read_openkp(path, with_keyphrases=False))
+    assert len(docs) == documents and all(d.keyphrases == [] for d in docs)
 
 
-def test_liaad_inspec_document(datasets):
-    with LiaadCorpus(datasets / "liaad" / "Inspec.zip") as corpus:
-        assert corpus.language == "en-US" and len(corpus.doc_ids) == 2000
+@pytest.mark.parametrize("corpora, documents", [("fixtures", 10), ("datasets", 2000)])
+def test_liaad_inspec_document(request, corpora, documents):
+    with LiaadCorpus(request.getfixturevalue(corpora) / "liaad" / "Inspec.zip") as corpus:
+        assert corpus.language == "en-US" and len(corpus.doc_ids) == documents
         assert corpus.doc_ids[:4] == ["2", "3", "4", "6"]  # numeric order
         (doc,) = corpus.documents(["8"])
     assert doc.url == "8" and doc.stemmer == "porter"
@@ -147,8 +152,8 @@ def test_liaad_inspec_document(datasets):
                             "telecommunication": [(12, 12)]}  # stemmed: "Telecommunications"
 
 
-def test_liaad_wikinews_french_stemmed_match(datasets):
-    (doc,) = read_liaad(datasets / "liaad" / "WikiNews.zip", ids=["43971"])
+def test_liaad_wikinews_french_stemmed_match(fixtures):
+    (doc,) = read_liaad(fixtures / "liaad" / "WikiNews.zip", ids=["43971"])
     assert doc.stemmer == "french"
     assert doc.words[:3] == ["États-Unis", ":", "Lancement"]
     assert doc.words[17] == "fusée" and doc.words[110] == "fusées"
@@ -158,17 +163,41 @@ def test_liaad_wikinews_french_stemmed_match(datasets):
     assert spans["lancement"][:2] == [(2, 2), (10, 10)]
 
 
-def test_liaad_layouts_folder_nested_folder_and_zip_root(tmp_path, datasets):
-    with zipfile.ZipFile(datasets / "liaad" / "110-PT-BN-KP.zip") as z:
+@pytest.mark.parametrize("corpora, documents", [("fixtures", 10), ("datasets", 110)])
+def test_liaad_layouts_folder_nested_folder_and_zip_root(tmp_path, request, corpora, documents):
+    zip_root = request.getfixturevalue(corpora) / "liaad" / "110-PT-BN-KP.zip"
+    with zipfile.ZipFile(zip_root) as z:
         z.extractall(tmp_path / "outer" / "pt")
     with LiaadCorpus(tmp_path / "outer" / "pt") as folder, LiaadCorpus(tmp_path / "outer") as nested, \
-            LiaadCorpus(datasets / "liaad" / "110-PT-BN-KP.zip") as archive:
-        assert folder.doc_ids == nested.doc_ids == archive.doc_ids and len(archive.doc_ids) == 110
+            LiaadCorpus(zip_root) as archive:
+        assert folder.doc_ids == nested.doc_ids == archive.doc_ids and len(archive.doc_ids) == documents
         assert folder.language == archive.language == "pt-PT"
         first = archive.doc_ids[0]
         assert next(folder.documents([first])) == next(archive.documents([first]))
     (doc,) = read_liaad(tmp_path / "outer", ids=[first], language="en")
     assert doc.stemmer == "porter"
+
+
+def test_liaad_portuguese_stemmed_match(fixtures):
+    (doc,) = read_liaad(fixtures / "liaad" / "110-PT-BN-KP.zip",
+                        ids=["2000_10_09-13_00_00-JornaldaTarde-8-topic-seg.txt-Nr1"])
+    assert doc.stemmer == "portuguese" and len(doc.words) == 410
+    assert doc.words[:3] == ["Temos", "agora", "irão"] and doc.words[61] == "Timor-Leste"
+    spans = located(doc)
+    assert spans["base de Maceda"] == [(13, 15), (257, 259)]
+    assert spans["soldado"] == [(53, 53), (339, 339), (373, 373)]  # "soldados", "soldado", "soldados"
+    assert spans["Timor-Leste"] == [(61, 61)] and spans["pára-quedistas"] == [(365, 365)]
+
+
+def test_liaad_polish_has_no_stemmer(fixtures):
+    """pak2018 keys are in the nominative and the text declines them ("sterowaniu
+    predykcyjnym" for "sterowanie predykcyjne"): with no Polish stemmer, none is found."""
+    with LiaadCorpus(fixtures / "liaad" / "pak2018.zip") as corpus:
+        assert corpus.language == "pl" and corpus.doc_ids[:3] == ["pak_0", "pak_1", "pak_2"]
+        (doc,) = corpus.documents(["pak_0"])
+    assert doc.stemmer == "none"
+    assert doc.words[:5] == ["Sterowanie", "układami", "napędowymi", "nowoczesnych", "samochodów"]
+    assert all(spans == [] for spans in located(doc).values())
 
 
 def test_liaad_missing_corpus_names_expected_path(tmp_path):
