@@ -189,15 +189,16 @@ def test_liaad_portuguese_stemmed_match(fixtures):
     assert spans["Timor-Leste"] == [(61, 61)] and spans["pára-quedistas"] == [(365, 365)]
 
 
-def test_liaad_polish_has_no_stemmer(fixtures):
-    """pak2018 keys are in the nominative and the text declines them ("sterowaniu
-    predykcyjnym" for "sterowanie predykcyjne"): with no Polish stemmer, none is found."""
+def test_liaad_polish_stemmed_match(fixtures):
     with LiaadCorpus(fixtures / "liaad" / "pak2018.zip") as corpus:
         assert corpus.language == "pl" and corpus.doc_ids[:3] == ["pak_0", "pak_1", "pak_2"]
         (doc,) = corpus.documents(["pak_0"])
-    assert doc.stemmer == "none"
+    assert doc.stemmer == "polish"
     assert doc.words[:5] == ["Sterowanie", "układami", "napędowymi", "nowoczesnych", "samochodów"]
-    assert all(spans == [] for spans in located(doc).values())
+    assert doc.words[58:60] == ["sterowaniu", "predykcyjnym"]
+    spans = located(doc)
+    assert spans["sterowanie predykcyjne"] == [(58, 59)]  # the key in the nominative, the text declines it
+    assert spans["modelowanie matematyczne"] == []
 
 
 def test_liaad_missing_corpus_names_expected_path(tmp_path):
