@@ -1,4 +1,5 @@
-"""Keyphrase scores: F1/P/R@k under the two standard protocols, and `bertkpe score`.
+"""Keyphrase scores: F1/P/R@k under the two standard protocols, the conventions papers differ in,
+and `bertkpe score`.
 
 - ``openkp``: the official MS MARCO OpenKP ``evaluate.py``, reproduced exactly: phrases
   are word lists, lower-cased and joined with single spaces, a phrase whose first word
@@ -7,21 +8,29 @@
   script divides by zero; here its R@k (and so F1@k) is 0, and it still counts.
 - ``kp20k``: the stemmed protocol of the KP20K literature (as in the original BERT-KPE
   scorer): lower-case, unicode NFD, punctuation split off words, a prediction matches if
-  its text or its Porter-stemmed text equals a reference's text or stemmed text. Both
-  sides are de-duplicated by stem (first kept), k = 1, 3, 5, 10, and documents without a
-  reference are counted and reported but left out of the mean. References are all gold
-  keyphrases unless ``doc_words`` are given (present-only scoring).
+  its text or its stemmed text (Porter unless told otherwise) equals a reference's text or
+  stemmed text. Both sides are de-duplicated by stem (first kept), k = 1, 3, 5, 10, and
+  documents without a reference are counted and reported but left out of the mean.
+  References are all gold keyphrases unless present-only scoring is asked for.
+
+Papers also differ in present-only vs all references, macro vs micro averaging, the
+cut-offs (F1@k, F1@M over all predictions, F1@O at the number of gold phrases) and what
+documents without a reference count for. A `ScoringConfig` names all of these; its
+defaults are each protocol's behaviour above, and `score` records it next to the scores,
+so a number can be set against a paper's.
 
 P@k always divides by k, so a list shorter than k is scored as if padded with misses.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import unicodedata
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 from bertkpe.data.matching import get_normalizer
 
@@ -30,10 +39,21 @@ OPENKP_KS = (1, 3, 5)
 KP20K_KS = (1, 3, 5, 10)
 DEFAULT_KS = {"openkp": OPENKP_KS, "kp20k": KP20K_KS}
 
+# Cut-offs besides integers: M, every (de-duplicated) prediction of a document; O, as many
+# predictions as the document has gold references.
+ALL_PREDICTIONS = "M"
+ORACLE = "O"
+REFERENCE_SETS = ("all", "present")
+AVERAGINGS = ("macro", "micro")
+EMPTY_DOCUMENT_POLICIES = ("count", "drop")
+DEFAULT_STEMMER = {"openkp": None, "kp20k": "porter"}
+DEFAULT_EMPTY_DOCUMENTS = {"openkp": "count", "kp20k": "drop"}
+
 # A keyphrase is a list of words; a plain string is split on whitespace.
 Phrase = Union[str, Sequence[str]]
 Keyphrases = Mapping[str, Sequence[Phrase]]
 Scores = dict[str, float]
+K = Union[int, str]
 
 
 def _words(phrase: Phrase) -> Sequence[str]:
@@ -45,24 +65,128 @@ def _dedup(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def _prf(hits: int, k: int, num_references: int) -> Scores:
-    precision = hits / k
+def _require_one_of(field: str, value: object, allowed: Sequence[object]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {field} {value!r}: use one of {', '.join(map(str, allowed))}")
+
+
+def _check_k(k: object) -> K:
+    if isinstance(k, str) and k in (ALL_PREDICTIONS, ORACLE):
+        return k
+    if isinstance(k, int) and not isinstance(k, bool) and k > 0:
+        return k
+    raise ValueError(f"invalid k {k!r}: use positive integers, {ALL_PREDICTIONS!r} or {ORACLE!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringConfig:
+    """One scoring convention. A field left None takes its protocol's default, so
+    ``ScoringConfig("kp20k")`` scores exactly as the protocol always has.
+
+    ``stemmer`` (kp20k only) is a `get_normalizer` name: a corpus in another language
+    must be matched with its own stemmer. ``references="present"`` keeps the references
+    that occur in the document (kp20k only; needs the documents' words). ``ks`` mixes
+    integers with "M" and "O". ``empty_documents`` says whether a document without a
+    reference is counted with zero scores ("count", the official OpenKP script) or left
+    out ("drop", the KP20K literature). ``ScoringConfig(**config.to_dict())`` rebuilds a
+    recorded configuration.
+    """
+
+    protocol: str
+    stemmer: Optional[str] = None
+    references: str = "all"
+    averaging: str = "macro"
+    ks: Optional[Sequence[K]] = None
+    empty_documents: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _require_one_of("protocol", self.protocol, PROTOCOLS)
+        _require_one_of("references", self.references, REFERENCE_SETS)
+        _require_one_of("averaging", self.averaging, AVERAGINGS)
+        if self.protocol == "openkp":
+            if self.stemmer is not None:
+                raise ValueError("the openkp protocol matches lower-cased words without stemming: "
+                                 "a stemmer applies to the kp20k protocol only")
+            if self.references == "present":
+                raise ValueError("present-only scoring applies to the kp20k protocol only: the openkp "
+                                 "protocol scores against every reference, as the official script does")
+        stemmer = DEFAULT_STEMMER[self.protocol] if self.stemmer is None else self.stemmer
+        if stemmer is not None:
+            get_normalizer(stemmer)
+        ks = tuple(map(_check_k, DEFAULT_KS[self.protocol] if self.ks is None else self.ks))
+        if not ks or len(set(ks)) != len(ks):
+            raise ValueError(f"ks must be distinct and not empty, got {list(ks)}")
+        empty_documents = self.empty_documents or DEFAULT_EMPTY_DOCUMENTS[self.protocol]
+        _require_one_of("empty_documents policy", empty_documents, EMPTY_DOCUMENT_POLICIES)
+        object.__setattr__(self, "stemmer", stemmer)
+        object.__setattr__(self, "ks", ks)
+        object.__setattr__(self, "empty_documents", empty_documents)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values, to record next to the scores."""
+        return {**dataclasses.asdict(self), "ks": list(self.ks)}
+
+    def describe(self) -> str:
+        """One line of ``field=value`` pairs, in the words of the `bertkpe score` switches."""
+        return " ".join(f"{field}={','.join(map(str, value)) if isinstance(value, list) else value}"
+                        for field, value in self.to_dict().items() if value is not None)
+
+
+PRESETS: dict[str, ScoringConfig] = {
+    # The official MS MARCO OpenKP evaluate.py.
+    "openkp": ScoringConfig("openkp"),
+    # Stemmed KP20K scoring against all gold keyphrases, present and absent.
+    "kp20k": ScoringConfig("kp20k"),
+    # The original BERT-KPE toolkit: present references only, documents without one left out.
+    "bert-kpe-kp20k": ScoringConfig("kp20k", references="present", empty_documents="drop"),
+}
+
+
+class _Judged(NamedTuple):
+    """One document: whether each de-duplicated prediction matches, in rank order, and its number of references."""
+    matches: list[bool]
+    num_references: int
+
+
+def _cutoff(judged: _Judged, k: K) -> int:
+    if k == ALL_PREDICTIONS:
+        return len(judged.matches)
+    if k == ORACLE:
+        return judged.num_references
+    return int(k)
+
+
+def _prf(hits: int, cutoff: int, num_references: int, k: K) -> Scores:
+    precision = hits / cutoff if cutoff else 0.0
     recall = hits / num_references if num_references else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {f"F1@{k}": f1, f"P@{k}": precision, f"R@{k}": recall}
 
 
-def _scores_at(matches: Sequence[bool], ks: Sequence[int], num_references: int) -> Scores:
+def _document_scores(judged: _Judged, ks: Sequence[K]) -> Scores:
     scores: Scores = {}
     for k in ks:
-        scores.update(_prf(sum(matches[:k]), k, num_references))
+        cutoff = _cutoff(judged, k)
+        scores.update(_prf(sum(judged.matches[:cutoff]), cutoff, judged.num_references, k))
     return scores
 
 
-def _mean(rows: Sequence[Scores], ks: Sequence[int]) -> Scores:
-    """Macro average; 0.0 over no rows, so an empty evaluation reports zeros, not NaN."""
+def _macro(documents: Sequence[_Judged], ks: Sequence[K]) -> Scores:
+    """Mean of the per-document scores; 0.0 over no document, so an empty evaluation reports zeros, not NaN."""
+    rows = [_document_scores(judged, ks) for judged in documents]
     keys = [f"{name}@{k}" for k in ks for name in ("F1", "P", "R")]
     return {key: sum(row[key] for row in rows) / len(rows) if rows else 0.0 for key in keys}
+
+
+def _micro(documents: Sequence[_Judged], ks: Sequence[K]) -> Scores:
+    """Pooled counts: P = all hits / all cut-offs, R = all hits / all references, F1 from those."""
+    num_references = sum(judged.num_references for judged in documents)
+    scores: Scores = {}
+    for k in ks:
+        cutoffs = [_cutoff(judged, k) for judged in documents]
+        hits = sum(sum(judged.matches[:cutoff]) for judged, cutoff in zip(documents, cutoffs))
+        scores.update(_prf(hits, sum(cutoffs), num_references, k))
+    return scores
 
 
 def _require_urls(missing: set[str], what: str) -> None:
@@ -91,20 +215,15 @@ def _openkp_texts(phrases: Sequence[Phrase]) -> list[str]:
     return texts
 
 
-def document_scores_openkp(candidates: Sequence[Phrase], references: Sequence[Phrase],
-                           ks: Sequence[int] = OPENKP_KS) -> Scores:
-    """One document's F1/P/R@k under the official OpenKP protocol (all 0 without references)."""
+def _judge_openkp(candidates: Sequence[Phrase], references: Sequence[Phrase]) -> _Judged:
     reference_set = set(_openkp_texts(references))
-    matches = [text in reference_set for text in _dedup(_openkp_texts(candidates))]
-    return _scores_at(matches, ks, len(reference_set))
+    return _Judged([text in reference_set for text in _dedup(_openkp_texts(candidates))], len(reference_set))
 
 
-def score_openkp(predictions: Keyphrases, references: Keyphrases, ks: Sequence[int] = OPENKP_KS) -> Scores:
-    """Mean over all documents of the official OpenKP scores, matched by url."""
-    _check_urls(predictions, references)
-    rows = [document_scores_openkp(predictions[url], references[url], ks) for url in references]
-    without = sum(not _openkp_texts(phrases) for phrases in references.values())
-    return {**_mean(rows, ks), "num_docs": len(rows), "num_docs_without_reference": without}
+def document_scores_openkp(candidates: Sequence[Phrase], references: Sequence[Phrase],
+                           ks: Sequence[K] = OPENKP_KS) -> Scores:
+    """One document's F1/P/R@k under the official OpenKP protocol (all 0 without references)."""
+    return _document_scores(_judge_openkp(candidates, references), ks)
 
 
 # --------------------------------------------------------------------------- kp20k
@@ -125,70 +244,123 @@ def _kp20k_tokens(text: str) -> list[str]:
     return "".join(f" {char} " if unicodedata.category(char)[0] in "PS" else char for char in text).split()
 
 
-def _kp20k_forms(phrase: Phrase) -> Optional[_Forms]:
+@lru_cache(maxsize=None)
+def _token_stemmer(stemmer: str) -> Callable[[str], str]:
+    """Stem an NFD token. Porter stems it as it is, as the original scorer did; the other
+    stemmers' suffix rules are written with composed letters ("-ées"), so they stem its NFC
+    form, and the stem goes back to NFD to compare with the texts."""
+    normalize = get_normalizer(stemmer)
+    if stemmer == "porter":
+        return normalize
+
+    @lru_cache(maxsize=1 << 20)
+    def stem_composed(token: str) -> str:
+        return unicodedata.normalize("NFD", normalize(unicodedata.normalize("NFC", token)))
+
+    return stem_composed
+
+
+def _kp20k_forms(phrase: Phrase, stem: Callable[[str], str]) -> Optional[_Forms]:
     tokens = _kp20k_tokens(" ".join(_words(phrase)))
     if not tokens:
         return None
-    stem = get_normalizer("porter")
     return _Forms(" ".join(tokens), " ".join(stem(token) for token in tokens))
 
 
-def _dedup_by_stem(phrases: Sequence[Phrase]) -> list[_Forms]:
+def _dedup_by_stem(phrases: Sequence[Phrase], stem: Callable[[str], str]) -> list[_Forms]:
     """Normalised, non-empty phrases, de-duplicated by stemmed form (first kept)."""
     unique: dict[str, _Forms] = {}
-    for forms in map(_kp20k_forms, phrases):
+    for phrase in phrases:
+        forms = _kp20k_forms(phrase, stem)
         if forms is not None:
             unique.setdefault(forms.stem, forms)
     return list(unique.values())
 
 
-def _stemmed_document(doc_words: Sequence[str]) -> str:
+def _stemmed_document(doc_words: Sequence[str], stem: Callable[[str], str]) -> str:
     """Stemmed document tokens padded with spaces, so phrase presence is a substring test."""
-    stem = get_normalizer("porter")
     return " " + " ".join(stem(token) for word in doc_words for token in _kp20k_tokens(word)) + " "
 
 
+def _judge_kp20k(predictions: Sequence[Phrase], references: Sequence[Phrase], stemmer: str,
+                 doc_words: Optional[Sequence[str]]) -> _Judged:
+    stem = _token_stemmer(stemmer)
+    gold = _dedup_by_stem(references, stem)
+    if doc_words is not None:
+        document = _stemmed_document(doc_words, stem)
+        gold = [forms for forms in gold if f" {forms.stem} " in document]
+    targets = {form for forms in gold for form in forms}
+    matches = [forms.text in targets or forms.stem in targets for forms in _dedup_by_stem(predictions, stem)]
+    return _Judged(matches, len(gold))
+
+
 def document_scores_kp20k(predictions: Sequence[Phrase], references: Sequence[Phrase],
-                          ks: Sequence[int] = KP20K_KS,
-                          doc_words: Optional[Sequence[str]] = None) -> Optional[Scores]:
+                          ks: Sequence[K] = KP20K_KS, doc_words: Optional[Sequence[str]] = None,
+                          stemmer: str = "porter") -> Optional[Scores]:
     """One document's stemmed F1/P/R@k; None when it has no reference to score against.
 
     With `doc_words`, only references whose stemmed tokens occur contiguously in the
     stemmed document count (present-only scoring, as the original toolkit reported).
     """
-    gold = _dedup_by_stem(references)
-    if doc_words is not None:
-        document = _stemmed_document(doc_words)
-        gold = [forms for forms in gold if f" {forms.stem} " in document]
-    if not gold:
-        return None
-    targets = {form for forms in gold for form in forms}
-    matches = [forms.text in targets or forms.stem in targets for forms in _dedup_by_stem(predictions)]
-    return _scores_at(matches, ks, len(gold))
+    judged = _judge_kp20k(predictions, references, stemmer, doc_words)
+    return _document_scores(judged, ks) if judged.num_references else None
 
 
-def score_kp20k(predictions: Keyphrases, references: Keyphrases, ks: Sequence[int] = KP20K_KS,
-                doc_words: Optional[Mapping[str, Sequence[str]]] = None) -> Scores:
-    """Macro average of the stemmed scores over documents that have a reference, matched by url."""
+# --------------------------------------------------------------------------- both
+
+def _judge(config: ScoringConfig, predictions: Sequence[Phrase], references: Sequence[Phrase],
+           doc_words: Optional[Sequence[str]]) -> _Judged:
+    if config.protocol == "openkp":
+        return _judge_openkp(predictions, references)
+    return _judge_kp20k(predictions, references, config.stemmer, doc_words)
+
+
+def _scores(predictions: Keyphrases, references: Keyphrases, config: ScoringConfig,
+            doc_words: Optional[Mapping[str, Sequence[str]]]) -> Scores:
     _check_urls(predictions, references)
+    present_only = config.references == "present"
+    if present_only and doc_words is None:
+        raise ValueError("present-only scoring needs the words of every document (doc_words)")
+    if not present_only and doc_words is not None:
+        raise ValueError("doc_words are given but the configuration scores against all references")
     if doc_words is not None:
         _require_urls(references.keys() - doc_words.keys(), "present-only source lacks url(s)")
-    rows = [document_scores_kp20k(predictions[url], references[url], ks,
-                                  None if doc_words is None else doc_words[url]) for url in references]
-    scored = [row for row in rows if row is not None]
-    return {**_mean(scored, ks), "num_docs": len(rows), "num_docs_without_reference": len(rows) - len(scored)}
+    documents = [_judge(config, predictions[url], references[url],
+                        doc_words[url] if doc_words is not None else None) for url in references]
+    without = sum(not judged.num_references for judged in documents)
+    if config.empty_documents == "drop":
+        documents = [judged for judged in documents if judged.num_references]
+    average = _macro if config.averaging == "macro" else _micro
+    return {**average(documents, config.ks), "num_docs": len(references),
+            "num_docs_without_reference": without}
 
 
-def score(predictions: Keyphrases, references: Keyphrases, protocol: str,
-          doc_words: Optional[Mapping[str, Sequence[str]]] = None) -> Scores:
-    """Score with a protocol by name, at its standard k values."""
-    if protocol == "openkp":
-        if doc_words is not None:
-            raise ValueError("present-only scoring applies to the kp20k protocol only")
-        return score_openkp(predictions, references)
-    if protocol == "kp20k":
-        return score_kp20k(predictions, references, doc_words=doc_words)
-    raise ValueError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+def score(predictions: Keyphrases, references: Keyphrases, config: Union[ScoringConfig, str],
+          doc_words: Optional[Mapping[str, Sequence[str]]] = None) -> dict[str, Any]:
+    """Scores under `config`, matched by url, with the configuration under "scoring".
+
+    The result maps "F1@k", "P@k", "R@k" (k as in ``config.ks``, e.g. "F1@5", "F1@M") to
+    floats, "num_docs" and "num_docs_without_reference" to ints, and "scoring" to
+    ``config.to_dict()``. `doc_words` (url -> words) are needed for present-only scoring.
+    A protocol name in place of a configuration is the earlier call shape: that protocol's
+    defaults, present-only references when `doc_words` are given, and no "scoring" entry.
+    """
+    if isinstance(config, str):
+        legacy = ScoringConfig(config, references="all" if doc_words is None else "present")
+        return _scores(predictions, references, legacy, doc_words)
+    return {**_scores(predictions, references, config, doc_words), "scoring": config.to_dict()}
+
+
+def score_openkp(predictions: Keyphrases, references: Keyphrases, ks: Sequence[K] = OPENKP_KS) -> Scores:
+    """`score` under the openkp protocol's defaults at `ks`, without the "scoring" entry."""
+    return _scores(predictions, references, ScoringConfig("openkp", ks=ks), None)
+
+
+def score_kp20k(predictions: Keyphrases, references: Keyphrases, ks: Sequence[K] = KP20K_KS,
+                doc_words: Optional[Mapping[str, Sequence[str]]] = None) -> Scores:
+    """`score` under the kp20k protocol's defaults at `ks` (present-only with `doc_words`), without "scoring"."""
+    config = ScoringConfig("kp20k", references="all" if doc_words is None else "present", ks=ks)
+    return _scores(predictions, references, config, doc_words)
 
 
 # --------------------------------------------------------------------------- files
@@ -250,36 +422,85 @@ def read_doc_words(path: Union[str, Path]) -> dict[str, list[str]]:
 
 # --------------------------------------------------------------------------- command line
 
-def format_scores(scores: Mapping[str, float], ks: Sequence[int]) -> str:
-    """A small F1/P/R table, one row per k."""
+def format_scores(scores: Mapping[str, Any], ks: Sequence[K]) -> str:
+    """A small F1/P/R table, one row per k (integers, M, O)."""
     lines = [f"{'':>4} {'F1':>7} {'P':>7} {'R':>7}"]
     lines += [f"{'@' + str(k):>4} {scores[f'F1@{k}']:7.4f} {scores[f'P@{k}']:7.4f} {scores[f'R@{k}']:7.4f}"
               for k in ks]
     return "\n".join(lines)
 
 
+def parse_k(text: str) -> K:
+    """A command-line cut-off: a positive integer, M or O."""
+    k: K = int(text) if text.isdigit() else text.upper()
+    try:
+        return _check_k(k)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", help="JSON lines with url and KeyPhrases (ranked)")
     parser.add_argument("references", help="JSON lines with url and KeyPhrases (gold)")
-    parser.add_argument("--protocol", required=True, choices=PROTOCOLS)
+    base = parser.add_mutually_exclusive_group(required=True)
+    base.add_argument("--protocol", choices=PROTOCOLS, help="a protocol with its own defaults")
+    base.add_argument("--preset", choices=list(PRESETS),
+                      help="a named configuration: openkp (official script), kp20k (all references), "
+                           "bert-kpe-kp20k (the original BERT-KPE toolkit: present references, "
+                           "documents without one left out)")
+    parser.add_argument("--references", dest="reference_set", choices=REFERENCE_SETS, default=None,
+                        help="score against all references or only those present in the document "
+                             "(unset: the preset's, else present with --present_only_source, else all)")
     parser.add_argument("--present_only_source", default=None, metavar="FILE",
                         help="kp20k only: preprocessed JSON lines with url and doc_words; "
                              "score against the references present in each document")
-    parser.add_argument("--output", default=None, metavar="FILE", help="write the scores as a JSON object")
+    parser.add_argument("--average", choices=AVERAGINGS, default=None,
+                        help="macro: mean of per-document scores; micro: pooled hits over pooled "
+                             "cut-offs and references (unset: the preset's or macro)")
+    parser.add_argument("--ks", nargs="+", type=parse_k, default=None, metavar="K",
+                        help="cut-offs: integers, M (all predictions), O (as many as gold references) "
+                             "(unset: the preset's or the protocol's, 1 3 5 for openkp, 1 3 5 10 for kp20k)")
+    parser.add_argument("--stemmer", default=None,
+                        help="kp20k only: stemmer for matching: porter, none or a Snowball language "
+                             "such as french (unset: porter)")
+    parser.add_argument("--empty_documents", choices=EMPTY_DOCUMENT_POLICIES, default=None,
+                        help="documents without a reference: counted with zero scores or left out "
+                             "(unset: the preset's or the protocol's, count for openkp, drop for kp20k)")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help="write the scores as a JSON object, with the configuration under \"scoring\" "
+                             "(a bare --protocol writes the scores alone, as it always has)")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration fields set by switches."""
+    references = args.reference_set or ("present" if args.present_only_source else None)
+    switches = {"references": references, "averaging": args.average, "ks": args.ks,
+                "stemmer": args.stemmer, "empty_documents": args.empty_documents}
+    return {field: value for field, value in switches.items() if value is not None}
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        overrides = _overrides(args)
+        base = PRESETS[args.preset] if args.preset else ScoringConfig(args.protocol)
+        config = dataclasses.replace(base, **overrides)
+        if config.references == "present" and not args.present_only_source:
+            raise ValueError("present-only scoring needs --present_only_source FILE (JSON lines with doc_words)")
+        if config.references == "all" and args.present_only_source:
+            raise ValueError("--present_only_source is read for present-only scoring only (--references present)")
         predictions = read_keyphrase_file(args.predictions)
         references = read_keyphrase_file(args.references)
         doc_words = read_doc_words(args.present_only_source) if args.present_only_source else None
-        scores = score(predictions, references, args.protocol, doc_words=doc_words)
+        # A bare --protocol is the earlier invocation and writes what it always wrote: the scores alone.
+        bare_protocol = not args.preset and not overrides
+        scores = score(predictions, references, args.protocol if bare_protocol else config, doc_words=doc_words)
         if args.output:
             Path(args.output).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"{args.protocol}: {scores['num_docs']} documents, "
-          f"{scores['num_docs_without_reference']} without reference")
-    print(format_scores(scores, DEFAULT_KS[args.protocol]))
+    policy = "left out" if config.empty_documents == "drop" else "counted as zeros"
+    print(f"scoring: {config.describe()}")
+    print(f"{scores['num_docs']} documents, {scores['num_docs_without_reference']} without reference ({policy})")
+    print(format_scores(scores, config.ks))
     return 0
