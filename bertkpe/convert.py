@@ -34,6 +34,10 @@ from typing import Any
 import torch
 
 from bertkpe.data.features import TAGS
+from bertkpe.data.matching import NO_STEMMER
+from bertkpe.config import MODEL_CLASS_NAMES
+from bertkpe.dataset_classes import DATASET_CLASSES
+from bertkpe.dataset_classes import dataset_class as dataset_class_named
 
 logger = logging.getLogger("bertkpe")
 
@@ -41,7 +45,6 @@ ENCODER_PREFIXES = ("bert.", "roberta.", "distilbert.")
 ORIGINAL_TAGS = ("O", "B", "I", "E", "U")
 CNN_CHANNELS = 512
 ORIGINAL_MAX_GRAM = 5
-STEMMER_BY_DATASET = {"openkp": "none", "kp20k": "porter", "multidata": "porter"}
 # Modules of the original networks that exist in their state dict but are never used.
 UNUSED_TOP_LEVEL = ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.")  # DistilBertForMaskedLM head
 CONSTANT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -252,12 +255,12 @@ def map_state_dict(state: dict[str, torch.Tensor], model_class: str, destination
 
 def convert_checkpoint(original: str | Path, output_dir: str | Path, model_class: str | None = None,
                        pretrain_model_type: str | None = None, dataset_class: str | None = None,
-                       stemmer: str | None = None) -> ConversionReport:
+                       stemmer: str | None = None, language: str | None = None) -> ConversionReport:
     """Write `output_dir` (save_pretrained layout) from an original BERT-KPE checkpoint file.
 
     `model_class`, `dataset_class` default to the checkpoint's args; `pretrain_model_type`
     (hub id or folder: the encoder's config and tokenizer) must be given. The stemmer
-    follows the dataset class (openkp: none, kp20k and multidata: porter).
+    follows the dataset class (openkp: none, kp20k: porter, multidata: `language`'s).
     """
     from transformers import AutoConfig
 
@@ -273,8 +276,12 @@ def convert_checkpoint(original: str | Path, output_dir: str | Path, model_class
     if not pretrain_model_type:
         raise ConversionError("pass --pretrain_model_type: the encoder (hub id or folder) the checkpoint was trained from")
     dataset_class = dataset_class or getattr(args, "dataset_class", None)
-    if stemmer is None:
-        stemmer = STEMMER_BY_DATASET.get(dataset_class, "none")
+    if stemmer is None and dataset_class is not None:
+        kind = dataset_class_named(dataset_class)
+        if kind.stemmer is None and not language:
+            raise ConversionError(f"dataset class {dataset_class} stems by corpus language: pass --language or --stemmer")
+        stemmer = kind.stemmer_for(language)
+    stemmer = stemmer or NO_STEMMER
     max_phrase_words = ORIGINAL_MAX_GRAM
     if model_class in ("bert2span", "bert2tag") and isinstance(getattr(args, "max_phrase_words", None), int):
         max_phrase_words = int(args.max_phrase_words)  # CNN heads have exactly 5 convolutions
@@ -303,14 +310,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("original", metavar="ORIGINAL_FILE", help="checkpoint file saved by the original BERT-KPE")
     parser.add_argument("output_dir", metavar="OUT_DIR", help="checkpoint directory to write")
     parser.add_argument("--model_class", default=None,
-                        choices=["bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint"],
+                        choices=MODEL_CLASS_NAMES,
                         help="head of the checkpoint (default: from its args)")
     parser.add_argument("--pretrain_model_type", required=True,
                         help="encoder it was trained from: hub id or folder (config and tokenizer are taken from it)")
-    parser.add_argument("--dataset_class", default=None, choices=["openkp", "kp20k", "multidata"],
+    parser.add_argument("--dataset_class", default=None, choices=sorted(DATASET_CLASSES),
                         help="dataset it was trained on (default: from its args)")
     parser.add_argument("--stemmer", default=None,
-                        help="phrase stemmer (default: none for openkp, porter for kp20k and multidata)")
+                        help="phrase stemmer (default: the dataset class's: none for openkp, porter for kp20k, "
+                             "the --language's for multidata)")
+    parser.add_argument("--language", default=None, help="multidata: the corpus language (e.g. fr, pt-PT)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -318,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = convert_checkpoint(args.original, args.output_dir, args.model_class, args.pretrain_model_type,
-                                    args.dataset_class, args.stemmer)
+                                    args.dataset_class, args.stemmer, args.language)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,9 +17,10 @@ from tqdm.auto import tqdm
 from bertkpe import config
 from bertkpe.checkpoints import resolve_checkpoint
 from bertkpe.data.batching import iterate, length_grouped_batches, token_lengths
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_features, load_tokenizer
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, check_max_token, load_features, load_tokenizer
 from bertkpe.decoding import RankedPhrases, rank_batch
-from bertkpe.metrics import DEFAULT_KS, format_scores, read_doc_words, read_keyphrase_file, score
+from bertkpe.dataset_classes import dataset_class
+from bertkpe.metrics import ScoringConfig, format_scores, read_doc_words, read_keyphrase_file, score
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
 from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
                              teardown_runtime)
@@ -59,11 +61,24 @@ def predictions_by_url(predictions: Sequence[RankedPhrases]) -> dict[str, list[l
     return {ranked.url: ranked.phrases for ranked in predictions}
 
 
-def score_split(predictions: Sequence[RankedPhrases], reference_path: Path, protocol: str,
-                present_only_source: Path | None = None) -> dict[str, float]:
+def scoring_of(args: argparse.Namespace, split: str) -> ScoringConfig:
+    """The split's scoring configuration: its dataset class's, with the stemmer its data was matched with."""
+    kind = dataset_class(args.dataset_class)
+    return kind.scoring(config.data_stemmer(config.split_file(args, split)), present_only=args.present_only)
+
+
+def score_split(predictions: Sequence[RankedPhrases], reference_path: Path, scoring: ScoringConfig,
+                present_only_source: Path | None = None) -> dict[str, Any]:
+    """Scores of a split, with their configuration under "scoring"."""
     references = read_keyphrase_file(reference_path)
     doc_words = read_doc_words(present_only_source) if present_only_source is not None else None
-    return score(predictions_by_url(predictions), references, protocol, doc_words=doc_words)
+    return score(predictions_by_url(predictions), references, scoring, doc_words=doc_words)
+
+
+def format_split_scores(scores: dict[str, Any]) -> str:
+    """The score table at the configuration's ks, under a line naming the configuration."""
+    scoring = ScoringConfig(**scores["scoring"])
+    return f"scoring: {scoring.describe()}\n{format_scores(scores, scoring.ks)}"
 
 
 def write_predictions(path: Path, predictions: Sequence[RankedPhrases]) -> None:
@@ -88,15 +103,15 @@ def evaluate_split(model: KeyphraseModel, documents: Sequence[DocumentFeatures],
                    split: str, runtime: Runtime, pad_token_id: int
                    ) -> tuple[dict[str, float] | None, list[RankedPhrases]]:
     """Decode one split and, where it has references, score it (on rank 0)."""
-    protocol = config.PROTOCOL[args.dataset_class]
-    top_k = args.return_num or max(DEFAULT_KS[protocol])
+    scoring = scoring_of(args, split)
+    top_k = args.return_num or max(k for k in scoring.ks if isinstance(k, int))
     predictions = decode_documents(model, documents, runtime, args.per_gpu_test_batch_size, top_k,
                                    pad_token_id, description=split)
     reference = config.reference_file(args, split)
     if not runtime.is_main or not reference.is_file():
         return None, predictions
     source = config.split_file(args, split) if args.present_only else None
-    return score_split(predictions, reference, protocol, source), predictions
+    return score_split(predictions, reference, scoring, source), predictions
 
 
 def split_features(args: argparse.Namespace, split: str, tokenizer, options: FeatureOptions
@@ -112,18 +127,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_test_arguments(parser)
 
 
+def apply_checkpoint_options(args: argparse.Namespace, kpe: dict[str, Any]) -> None:
+    """Take what the test flags leave open from the checkpoint, and refuse flags that
+    contradict it (the original `test.sh` passes the training flags again)."""
+    contradictions = [f"--{flag} {getattr(args, flag)} (the checkpoint has {kpe[flag]})"
+                      for flag in ("model_class", "pretrain_model_type", "max_phrase_words")
+                      if getattr(args, flag) is not None and kpe.get(flag) is not None
+                      and str(getattr(args, flag)) != str(kpe[flag])]
+    if contradictions:
+        raise SystemExit(f"error: {args.eval_checkpoint}: " + "; ".join(contradictions))
+    if args.dataset_class is None:
+        if not kpe.get("dataset_class"):
+            raise SystemExit(f"error: {args.eval_checkpoint} does not record its dataset class: pass --dataset_class")
+        args.dataset_class = kpe["dataset_class"]
+        args.dataset_name = args.dataset_name or kpe.get("dataset_name")
+    if args.max_token is None:
+        args.max_token = int(kpe.get("max_token") or 510)
+
+
+def test_run_dir(args: argparse.Namespace, checkpoint: Path, runtime: Runtime) -> Path:
+    """A fresh folder per test: the default name tells the data, the run, the checkpoint and
+    the time, and is never one that holds a test already; a taken --run_name is refused."""
+    output = Path(args.output_dir)
+    name = args.run_name
+    if name is None:
+        stem = (f"test_{config.dataset_name(args)}_{checkpoint.resolve().parent.name}-{checkpoint.name}_"
+                f"{time.strftime('%Y%m%d-%H%M%S')}")
+        name = next(candidate for candidate in (stem, *(f"{stem}-{n}" for n in range(2, 10_000)))
+                    if not (output / candidate).exists())
+    name, taken = runtime.from_main(name, (output / name / "metrics.json").is_file())
+    if taken:
+        raise SystemExit(f"error: {output / name} already holds a test: choose another --run_name")
+    return output / name
+
+
 def run(args: argparse.Namespace) -> int:
     runtime = setup_runtime(args.no_cuda)
     try:
         checkpoint = resolve_checkpoint(args.eval_checkpoint)
-        kpe = read_kpe_config(checkpoint)
-        run_dir = Path(args.output_dir) / (args.run_name or f"test_{config.dataset_name(args)}_{checkpoint.name}")
+        apply_checkpoint_options(args, read_kpe_config(checkpoint))
+        run_dir = test_run_dir(args, checkpoint, runtime)
         setup_logging(run_dir / "test.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
         seed_everything(args.seed)
         tokenizer = load_tokenizer(str(checkpoint))
-        options = FeatureOptions(tokenizer=str(checkpoint), max_token=int(kpe.get("max_token", 510)),
-                                 max_phrase_words=int(kpe["max_phrase_words"]))
+        from transformers import AutoConfig
+        try:
+            check_max_token(args.max_token, tokenizer, AutoConfig.from_pretrained(checkpoint))
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        options = FeatureOptions(tokenizer=str(checkpoint), max_token=args.max_token,
+                                 max_phrase_words=int(read_kpe_config(checkpoint)["max_phrase_words"]))
         model = load_model(checkpoint, runtime.device)
         metrics: dict[str, Any] = {}
         for split in args.splits:
@@ -135,8 +189,7 @@ def run(args: argparse.Namespace) -> int:
             write_predictions(run_dir / f"predictions.{split}.jsonl", predictions)
             if scores is not None:
                 metrics[split] = scores
-                logger.info("%s (%d documents):\n%s", split, len(documents),
-                            format_scores(scores, DEFAULT_KS[config.PROTOCOL[args.dataset_class]]))
+                logger.info("%s (%d documents):\n%s", split, len(documents), format_split_scores(scores))
             else:
                 logger.info("%s: no reference file, wrote predictions only", split)
         if runtime.is_main:

@@ -18,79 +18,23 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import torch
 
 from bertkpe.data.batching import collate, length_grouped_batches
-from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer, special_tokens_around
+from bertkpe.data.features import FeatureOptions, build_features, encoder_token_limit, load_tokenizer
 from bertkpe.data.matching import NO_STEMMER
+from bertkpe.dataset_classes import (DATASET_CLASSES, DEFAULT_SPLITTER, WORD_SPLITTERS, WordSplitter,
+                                     get_word_splitter)
 from bertkpe.decoding import rank_batch
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
 
-WordSplitter = Callable[[str], list]
 Keyphrases = list  # list[tuple[str, float]]
-
-# ----------------------------------------------------------------------------- word splitters
-
-
-def whitespace_split(text: str) -> list[str]:
-    """OpenKP's words: the text split on whitespace."""
-    return text.split()
-
-
-def kp20k_split(text: str) -> list[str]:
-    from bertkpe.data.sources import kp20k_tokenize
-
-    return kp20k_tokenize(text)
-
-
-def liaad_split(text: str) -> list[str]:
-    from bertkpe.data.sources import liaad_tokenize
-
-    return liaad_tokenize(text)
-
-
-WORD_SPLITTERS: dict[str, WordSplitter] = {
-    "whitespace": whitespace_split,
-    "kp20k": kp20k_split,
-    "liaad": liaad_split,
-}
-# The splitter each dataset class's preprocessing uses (bertkpe.data.sources).
-DATASET_SPLITTER = {"openkp": "whitespace", "kp20k": "kp20k", "multidata": "liaad"}
-DEFAULT_SPLITTER = "liaad"  # checkpoints without a dataset_class: any language, punctuation apart
-
-
-def get_word_splitter(name: str | WordSplitter) -> WordSplitter:
-    """A splitter by name ("whitespace", "kp20k", "liaad", or a dataset class) or a callable."""
-    if callable(name):
-        return name
-    key = DATASET_SPLITTER.get(name, name)
-    try:
-        return WORD_SPLITTERS[key]
-    except KeyError:
-        choices = sorted(set(WORD_SPLITTERS) | set(DATASET_SPLITTER))
-        raise ValueError(f"unknown word splitter {name!r}; choose from {choices} or pass a callable") from None
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def encoder_token_limit(tokenizer, config: Any) -> int | None:
-    """The most sub-tokens (special tokens excluded) the encoder accepts, if known."""
-    prefix, suffix = special_tokens_around(tokenizer)
-    specials = len(prefix) + len(suffix)
-    limits = []
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < 1_000_000:
-        limits.append(model_max - specials)
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-            positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1  # positions start past padding
-        limits.append(positions - specials)
-    return min(limits) if limits else None
 
 
 # ----------------------------------------------------------------------------- the API
@@ -142,7 +86,8 @@ class KeyphraseExtractor:
         tokenizer = load_tokenizer(str(directory))
         dataset_class = config.get("dataset_class")
         if word_splitter is None:
-            word_splitter = DATASET_SPLITTER.get(dataset_class, DEFAULT_SPLITTER)
+            word_splitter = DATASET_CLASSES[dataset_class].word_splitter if dataset_class in DATASET_CLASSES \
+                else DEFAULT_SPLITTER
         return cls(model, tokenizer,
                    max_token=max_token if max_token is not None else int(config.get("max_token") or 510),
                    stemmer=stemmer if stemmer is not None else (config.get("stemmer") or NO_STEMMER),

@@ -491,9 +491,7 @@ def run(args: argparse.Namespace) -> int:
         predictions = read_keyphrase_file(args.predictions)
         references = read_keyphrase_file(args.references)
         doc_words = read_doc_words(args.present_only_source) if args.present_only_source else None
-        # A bare --protocol is the earlier invocation and writes what it always wrote: the scores alone.
-        bare_protocol = not args.preset and not overrides
-        scores = score(predictions, references, args.protocol if bare_protocol else config, doc_words=doc_words)
+        scores = score(predictions, references, config, doc_words=doc_words)
         if args.output:
             Path(args.output).write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
     except (OSError, ValueError) as error:

@@ -26,9 +26,9 @@ from bertkpe import config
 from bertkpe.checkpoints import (load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
 from bertkpe.data.batching import collate, length_grouped_batches, shard, token_lengths
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_tokenizer
-from bertkpe.evaluation import evaluate_split, split_features, write_json, write_predictions
-from bertkpe.metrics import DEFAULT_KS, format_scores
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, check_max_token, load_tokenizer
+from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
+from bertkpe.evaluation import evaluate_split, format_split_scores, split_features, write_json, write_predictions
 from bertkpe.models import KeyphraseModel, build_model, load_model
 from bertkpe.models.base import load_weights
 from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
@@ -82,23 +82,40 @@ def parameter_groups(model: KeyphraseModel, learning_rate: float, head_learning_
             for (is_encoder, decay), params in sorted(groups.items(), reverse=True)]  # encoder groups first
 
 
-def total_train_steps(args: argparse.Namespace, steps_per_epoch: int) -> int:
+def effective_batch(args: argparse.Namespace, world_size: int) -> int:
+    """Documents per optimizer step: micro-batch x accumulation x processes."""
+    return args.per_gpu_train_batch_size * args.gradient_accumulation_steps * world_size
+
+
+def total_train_steps(args: argparse.Namespace, steps_per_epoch: int, world_size: int = 1) -> tuple[int, str]:
+    """The step budget and where it comes from. The paper's budgets were set for 64
+    documents a step; another effective batch is given as many steps as see the same
+    number of documents, so that a budget means the same training whatever the batch."""
     if args.max_train_steps is not None:
-        return args.max_train_steps
+        return args.max_train_steps, "--max_train_steps"
     if args.max_train_epochs is not None:
-        return max(1, math.ceil(args.max_train_epochs * steps_per_epoch))
-    return config.REFERENCE_TRAIN_STEPS.get(args.dataset_class, 10 * steps_per_epoch)
+        return max(1, math.ceil(args.max_train_epochs * steps_per_epoch)), f"--max_train_epochs {args.max_train_epochs}"
+    reference = dataset_class(args.dataset_class).reference_train_steps
+    if reference is None:
+        return 10 * steps_per_epoch, "10 epochs (no published budget for this dataset class)"
+    batch = effective_batch(args, world_size)
+    steps = max(1, round(reference * REFERENCE_BATCH / batch))
+    return steps, (f"the paper's {reference} steps at {REFERENCE_BATCH} documents a step, scaled to "
+                   f"{batch} documents a step")
 
 
-def dataset_stemmer(path: Path) -> str:
-    with open(path, encoding="utf-8") as handle:
-        first = handle.readline()
-    return json.loads(first).get("stemmer", "none") if first.strip() else "none"
+# Options a resumed run may take anew: the budget, logging and evaluation cadence, where
+# caches live, and how this process runs. Any other change would silently not happen.
+RESUMABLE_OPTIONS = frozenset({
+    "max_train_steps", "max_train_epochs", "display_iter", "eval_every", "save_every", "save_checkpoint",
+    "use_viso", "test_after_training", "per_gpu_test_batch_size", "return_num", "cached_features_dir",
+    "feature_workers", "no_cuda", "local_rank", "resume", "run_mode", "output_dir", "given_options",
+})
 
 
 def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argparse.Namespace, Path, Path | None]:
     """The run folder, and the checkpoint to resume from. A resumed run keeps its saved
-    options (only the step budget may be extended)."""
+    options: it may change only RESUMABLE_OPTIONS, and a change to any other is refused."""
     if args.resume is None:
         if args.dataset_class is None:
             raise SystemExit("bertkpe train: --dataset_class is required (unless continuing a run with --resume)")
@@ -116,18 +133,42 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
     checkpoint = resolve_checkpoint(resume / "last" if (resume / "options.json").is_file() else resume)
     run_dir = checkpoint.parent
     saved = json.loads((run_dir / "options.json").read_text())
-    # A new budget replaces both saved ones: a saved step count would override new epochs.
-    budget = {key: getattr(args, key) for key in ("max_train_steps", "max_train_epochs")}
-    if all(value is None for value in budget.values()):
-        budget = {}
-    restored = argparse.Namespace(**{**saved, **budget, "resume": str(checkpoint)})
+    given = set(getattr(args, "given_options", ()))
+    changed = sorted(name for name in given - RESUMABLE_OPTIONS
+                     if name in saved and getattr(args, name) != saved[name])
+    if changed:
+        listed = ", ".join(f"--{name} {getattr(args, name)!r} (the run has {saved[name]!r})" for name in changed)
+        raise SystemExit(f"--resume {args.resume}: a resumed run keeps its options; these differ: {listed}. "
+                         f"Start a new run to change them; a resumed run may change only "
+                         f"{', '.join('--' + name for name in sorted(RESUMABLE_OPTIONS - {'given_options', 'resume', 'run_mode'}))}")
+    updates = {name: getattr(args, name) for name in given & RESUMABLE_OPTIONS}
+    if {"max_train_steps", "max_train_epochs"} & given:
+        # a new budget replaces both saved ones: a saved step count would override new epochs
+        updates.setdefault("max_train_steps", None)
+        updates.setdefault("max_train_epochs", None)
+    restored = argparse.Namespace(**{**saved, **updates, "resume": str(checkpoint)})
     return restored, run_dir, checkpoint
+
+
+def encoder_of(args: argparse.Namespace) -> str:
+    return config.resolve_encoder(args.pretrain_model_type, getattr(args, "pretrain_model_path", None))
+
+
+def check_encoder_options(args: argparse.Namespace) -> None:
+    """`--max_token` against the encoder's position limit, before a run folder exists."""
+    from transformers import AutoConfig
+
+    encoder = encoder_of(args)
+    try:
+        check_max_token(args.max_token, load_tokenizer(encoder), AutoConfig.from_pretrained(encoder))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 class Trainer:
     def __init__(self, args: argparse.Namespace, runtime: Runtime, run_dir: Path, resume_from: Path | None):
         self.args, self.runtime, self.run_dir = args, runtime, run_dir
-        self.encoder_name = config.resolve_encoder(args.pretrain_model_type)
+        self.encoder_name = encoder_of(args)
         self.tokenizer = load_tokenizer(self.encoder_name)
         self.pad_token_id = self.tokenizer.pad_token_id or 0
         self.feature_options = FeatureOptions(tokenizer=self.encoder_name, max_token=args.max_token,
@@ -141,7 +182,7 @@ class Trainer:
         micro_batches = math.ceil(math.ceil(len(self.train_docs) / args.per_gpu_train_batch_size)
                                   / runtime.world_size)
         self.steps_per_epoch = math.ceil(micro_batches / args.gradient_accumulation_steps)
-        self.total_steps = total_train_steps(args, self.steps_per_epoch)
+        self.total_steps, self.budget_source = total_train_steps(args, self.steps_per_epoch, runtime.world_size)
         from transformers import get_linear_schedule_with_warmup
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(args.warmup_proportion * self.total_steps), self.total_steps)
@@ -171,7 +212,7 @@ class Trainer:
                     "left after truncation to %d sub-tokens)", len(self.train_docs), skipped, args.max_token)
         if not self.train_docs:
             raise SystemExit("error: no usable training document")
-        self.stemmer = dataset_stemmer(config.split_file(args, "train"))
+        self.stemmer = config.data_stemmer(config.split_file(args, "train"))
         self.train_lengths = token_lengths(self.train_docs).tolist()
 
     def checkpoint_options(self) -> dict[str, Any]:
@@ -217,9 +258,9 @@ class Trainer:
         if not args.no_eval:
             scores, predictions = evaluate_split(self.model, self.dev_docs, args, "dev", runtime, self.pad_token_id)
         if runtime.is_main and scores is not None:
-            metric = config.BEST_METRIC[args.dataset_class]
+            metric = dataset_class(args.dataset_class).best_metric
             logger.info("dev at step %d (%s):\n%s", self.state.step, tag,
-                        format_scores(scores, DEFAULT_KS[config.PROTOCOL[args.dataset_class]]))
+                        format_split_scores(scores))
             if self.writer is not None:
                 for name, value in scores.items():
                     if "@" in name:
@@ -251,10 +292,11 @@ class Trainer:
     def train(self) -> None:
         args, runtime, state = self.args, self.runtime, self.state
         accumulation = args.gradient_accumulation_steps
-        logger.info("training %s on %d documents: %d optimizer steps (%d per epoch), micro-batch %d x "
-                    "accumulation %d x %d process(es), %s", args.model_class, len(self.train_docs), self.total_steps,
-                    self.steps_per_epoch, args.per_gpu_train_batch_size, accumulation, runtime.world_size,
-                    f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
+        logger.info("training %s on %d documents: %d optimizer steps (%d per epoch; budget: %s), effective batch %d "
+                    "= micro-batch %d x accumulation %d x %d process(es), %s", args.model_class, len(self.train_docs),
+                    self.total_steps, self.steps_per_epoch, self.budget_source,
+                    effective_batch(args, runtime.world_size), args.per_gpu_train_batch_size, accumulation,
+                    runtime.world_size, f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
         self.ddp_model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                         disable=not runtime.is_main)
@@ -352,7 +394,7 @@ class Trainer:
             if scores is not None:
                 metrics[split] = scores
                 logger.info("best checkpoint on %s (%d documents):\n%s", split, len(documents),
-                            format_scores(scores, DEFAULT_KS[config.PROTOCOL[args.dataset_class]]))
+                            format_split_scores(scores))
         if runtime.is_main:
             write_json(self.run_dir / "metrics.json", metrics)
         return metrics
@@ -366,12 +408,13 @@ def run(args: argparse.Namespace) -> int:
     runtime = setup_runtime(args.no_cuda)
     try:
         args, run_dir, resume_from = prepare_run_dir(args, runtime)
+        check_encoder_options(args)
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
         if runtime.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             if resume_from is None:
-                write_json(run_dir / "options.json", vars(args))
+                write_json(run_dir / "options.json", {k: v for k, v in vars(args).items() if k != "given_options"})
             logger.info("run folder %s", run_dir)
         trainer = Trainer(args, runtime, run_dir, resume_from)
         trainer.train()

@@ -9,6 +9,7 @@ import pytest
 
 from bertkpe import metrics
 from bertkpe.cli import main
+from bertkpe.metrics import ScoringConfig
 
 
 def approx(expected: dict) -> dict:
@@ -170,7 +171,9 @@ def test_cli_round_trip_openkp(tmp_path, capsys, fixtures):
     out = tmp_path / "scores.json"
     assert main(["score", str(pred), str(readme), "--protocol", "openkp", "--output", str(out)]) == 0
     # Gold [["Doctor","Appointment"],["Web","Application"],[]] scored against itself.
-    assert json.loads(out.read_text()) == approx({
+    written = json.loads(out.read_text())
+    assert written.pop("scoring") == ScoringConfig("openkp").to_dict()
+    assert written == approx({
         "F1@1": F(2, 3), "P@1": 1, "R@1": F(1, 2),
         "F1@3": F(4, 5), "P@3": F(2, 3), "R@3": 1,
         "F1@5": F(4, 7), "P@5": F(2, 5), "R@5": 1,

@@ -235,15 +235,15 @@ def test_cli_stemmer_switch(tmp_path):
         assert scores["F1@2"] == pytest.approx(f1_at_2) and scores["scoring"]["stemmer"] == stemmer
 
 
-def test_cli_bare_protocol_writes_the_scores_alone(files):
-    # A bare --protocol keeps its earlier output; a preset, even the same configuration, records it.
+def test_cli_records_the_configuration_next_to_the_scores(files):
+    # A bare --protocol and the preset of the same name write the same file, configuration included.
     assert main(["score", str(files["pred"]), str(files["ref"]), "--protocol", "kp20k",
                  "--output", str(files["out"])]) == 0
     bare = json.loads(files["out"].read_text())
-    assert "scoring" not in bare
+    assert bare["scoring"] == ScoringConfig("kp20k").to_dict()
     assert main(["score", str(files["pred"]), str(files["ref"]), "--preset", "kp20k",
                  "--output", str(files["out"])]) == 0
-    assert json.loads(files["out"].read_text()) == {**bare, "scoring": ScoringConfig("kp20k").to_dict()}
+    assert json.loads(files["out"].read_text()) == bare
 
 
 @pytest.mark.parametrize("switches, message", [

@@ -17,10 +17,12 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from bertkpe.dataset_classes import DATASET_CLASSES
+
 logger = logging.getLogger("bertkpe")
 
 INSPEC_URL = "https://github.com/LIAAD/KeywordExtractor-Datasets/raw/master/datasets/Inspec.zip"
-KP20K_FILES = ("kp20k_training.json", "kp20k_validation.json", "kp20k_testing.json")
+KP20K_FILES = tuple(DATASET_CLASSES["kp20k"].source_files[split] for split in ("train", "dev", "eval"))
 SPLIT_SIZES = (1000, 500, 500)
 
 

@@ -109,6 +109,34 @@ def special_tokens_around(tokenizer) -> tuple[np.ndarray, np.ndarray]:
     return ids[:inside[0]], ids[inside[-1] + 1:]
 
 
+def encoder_token_limit(tokenizer, config: Any) -> int | None:
+    """The most sub-tokens (special tokens excluded) the encoder accepts, if known."""
+    prefix, suffix = special_tokens_around(tokenizer)
+    specials = len(prefix) + len(suffix)
+    limits = []
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1_000_000:
+        limits.append(model_max - specials)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+            positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1  # positions start past padding
+        limits.append(positions - specials)
+    return min(limits) if limits else None
+
+
+def check_max_token(max_token: int, tokenizer, encoder_config: Any, flag: str = "--max_token") -> None:
+    """Refuse a sub-token budget the encoder cannot take, before any work is done: past its
+    position limit the encoder fails mid-run with an index error that names no flag."""
+    if max_token < 1:
+        raise ValueError(f"{flag} must be at least 1, got {max_token}")
+    limit = encoder_token_limit(tokenizer, encoder_config)
+    if limit is not None and max_token > limit:
+        raise ValueError(f"{flag} {max_token} is more than the encoder takes: at most {limit} sub-tokens "
+                         f"besides its special tokens ({getattr(encoder_config, 'max_position_embeddings', '?')} "
+                         f"positions)")
+
+
 def phrase_ids_for(normalized: Sequence[str], candidate: np.ndarray, max_phrase_words: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Give equal n-grams one id. Returns the (N, W) grid of ids and (P, 2) first mentions."""
