@@ -4,9 +4,10 @@ For a dataset named NAME (default: the dataset class) it writes, under OUTPUT_PA
   NAME.{train,dev,eval}.json          one document a line: url, doc_words, keyphrases (the
                                       present ones), start_end_pos (every occurrence of each,
                                       inclusive word indices), absent_keyphrases, stemmer
-                                      (+ VDOM for OpenKP)
-  NAME.{dev,eval}_candidate.json      the scoring references: url, KeyPhrases (all gold)
-  preprocess_stats.json               the counts below, per split
+                                      (OpenKP's VDOM is not copied: nothing reads it)
+  NAME.{dev,eval}_candidate.json      the scoring references: url, KeyPhrases (all gold kept)
+  preprocess_stats.json               the counts of `SplitStats`, per split, including what
+                                      cleaning did to the gold keyphrases
   split.json                          multidata only: the seeded document split
 Training files drop documents without a present keyphrase (KP20K also those outside 20-300
 words); dev and eval keep every document. All files of a run are written to temporaries and
@@ -22,14 +23,14 @@ import os
 import random
 import sys
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from bertkpe.data.matching import locate_keyphrases, stemmer_for_language
-from bertkpe.data.sources import (BadInputError, BadLineHandler, Document, LiaadCorpus, MissingSourceError,
-                                  read_kp20k, read_openkp)
+from bertkpe.data.sources import (BadInputError, BadLineHandler, Document, GoldCounts, LiaadCorpus,
+                                  MissingSourceError, read_kp20k, read_openkp)
 
 logger = logging.getLogger("bertkpe")
 
@@ -49,7 +50,10 @@ class PreprocessError(Exception):
 @dataclass
 class SplitStats:
     """Counts for one split. Every document read is kept or dropped for exactly one reason;
-    skipped bad lines are not documents. Keyphrase counts are over the kept documents."""
+    skipped bad lines are not documents. Keyphrase counts are over the kept documents, and
+    so is `gold_keyphrases`, which accounts for every gold keyphrase read exactly once:
+    read = present + absent + duplicates_merged + the sum of dropped. Dev and eval write
+    the present and absent ones as references (`reference_keyphrases_written`)."""
 
     documents_read: int = 0
     documents_kept: int = 0
@@ -60,13 +64,20 @@ class SplitStats:
     keyphrases_present: int = 0
     keyphrases_absent: int = 0
     keyphrases_longer_than_max: int = 0
+    gold_keyphrases: GoldCounts = field(default_factory=GoldCounts)
+    reference_keyphrases_written: int = 0
 
     def summary(self, max_phrase_words: int) -> str:
+        gold = self.gold_keyphrases
+        reasons = ", ".join(f"{count} {reason}" for reason, count in gold.dropped.items() if count)
         return (f"read {self.documents_read}, kept {self.documents_kept}, dropped "
                 f"{self.dropped_no_present_keyphrase} without present keyphrase, {self.dropped_too_short} too short, "
                 f"{self.dropped_too_long} too long; {self.bad_lines_skipped} bad lines skipped; keyphrases: "
                 f"{self.keyphrases_present} present ({self.keyphrases_longer_than_max} longer than "
-                f"{max_phrase_words} words), {self.keyphrases_absent} absent")
+                f"{max_phrase_words} words), {self.keyphrases_absent} absent; gold keyphrases: {gold.read} read, "
+                f"{sum(gold.dropped.values())} dropped ({reasons or 'none'}), {gold.duplicates_merged} duplicates "
+                f"merged, {gold.altered_by_bracket_removal} altered by bracket removal; "
+                f"{self.reference_keyphrases_written} reference keyphrases written")
 
 
 def make_record(doc: Document) -> dict[str, Any]:
@@ -80,7 +91,6 @@ def make_record(doc: Document) -> dict[str, Any]:
         "start_end_pos": [[list(span) for span in occ] for _, occ in present],
         "absent_keyphrases": [kp for kp, occ in zip(doc.keyphrases, occurrences) if not occ],
         "stemmer": doc.stemmer,
-        **doc.extra,
     }
 
 
@@ -137,8 +147,10 @@ def write_split(documents: Iterable[Document], split: str, out_dir: Path, name: 
             stats.keyphrases_present += len(record["keyphrases"])
             stats.keyphrases_absent += len(record["absent_keyphrases"])
             stats.keyphrases_longer_than_max += sum(len(kp) > max_phrase_words for kp in record["keyphrases"])
+            stats.gold_keyphrases.add(doc.gold_counts)
             data_file.write(json.dumps(record, ensure_ascii=False) + "\n")
             if reference_file is not None:
+                stats.reference_keyphrases_written += len(doc.keyphrases)
                 reference_file.write(json.dumps({"url": doc.url, "KeyPhrases": doc.keyphrases},
                                                 ensure_ascii=False) + "\n")
 

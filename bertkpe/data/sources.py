@@ -1,8 +1,9 @@
 """Readers for the source corpora: OpenKP JSON lines, KP20K JSON lines and LIAAD folders/zips.
 
 Each reader yields `Document`s in source order: the document's words, its gold keyphrases
-as word lists (cleaned and de-duplicated, present and absent alike) and the stemmer that
-decides presence. Locating keyphrases in the text is the next stage's job
+as word lists (cleaned and de-duplicated, present and absent alike), the stemmer that
+decides presence, and `GoldCounts` saying what cleaning removed, so that no layout shrinks
+its scoring references unseen. Locating keyphrases in the text is the next stage's job
 (`bertkpe.preprocessing`), so every corpus quirk is handled here, once.
 
 Malformed input raises `BadInputError` naming the file and the line (for LIAAD corpora, the
@@ -16,11 +17,12 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
 from bertkpe.data.matching import NO_STEMMER, normalize_words, stemmer_for_language
 
 BadLineHandler = Optional[Callable[["BadInputError"], None]]
+_Item = TypeVar("_Item")
 
 
 class BadInputError(ValueError):
@@ -35,26 +37,60 @@ class MissingSourceError(FileNotFoundError):
     """A source file or folder is not where the dataset layout says it must be."""
 
 
+# Why a gold keyphrase read from the source is not a reference. "empty": no words (a blank
+# KP20K field or LIAAD key line, an empty OpenKP word list, a KP20K keyword with nothing left
+# once brackets and separators go); the others are KP20K's cleaning rules (`clean_kp20k_keyphrase`).
+DROP_REASONS = ("empty", "odd_punctuation", "too_many_tokens", "stray_punctuation", "classification_code")
+
+
+@dataclass
+class GoldCounts:
+    """What cleaning did to gold keyphrases: each one read is kept, merged into an earlier
+    duplicate, or dropped for exactly one reason in `DROP_REASONS`; `altered_by_bracket_removal`
+    counts kept ones whose bracketed part was cut."""
+
+    read: int = 0
+    duplicates_merged: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    altered_by_bracket_removal: int = 0
+
+    def add(self, other: "GoldCounts") -> None:
+        """Sum another document's counts into these (a split's total)."""
+        self.read += other.read
+        self.duplicates_merged += other.duplicates_merged
+        for reason, count in other.dropped.items():
+            self.dropped[reason] += count
+        self.altered_by_bracket_removal += other.altered_by_bracket_removal
+
+
 @dataclass
 class Document:
-    """One source document: `keyphrases` holds every gold keyphrase (present or absent)."""
+    """One source document: `keyphrases` holds every gold keyphrase kept (present or absent)."""
 
     url: str
     words: list[str]
     keyphrases: list[list[str]]
     stemmer: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    gold_counts: GoldCounts
 
 
-def _dedup(phrases: Sequence[list[str]], key: Callable[[list[str]], str]) -> list[list[str]]:
-    """Drop empty phrases and repeats of an earlier phrase's key, keeping the first."""
+def _drop_empty(phrases: Sequence[list[str]], counts: GoldCounts) -> list[list[str]]:
+    kept = [phrase for phrase in phrases if phrase]
+    counts.dropped["empty"] += len(phrases) - len(kept)
+    return kept
+
+
+def _dedup(items: Sequence[_Item], key: Callable[[_Item], str], counts: GoldCounts) -> list[_Item]:
+    """Drop repeats of an earlier item's key, keeping the first; count them."""
     seen: set[str] = set()
     kept = []
-    for phrase in phrases:
-        text = key(phrase)
-        if phrase and text not in seen:
+    for item in items:
+        text = key(item)
+        if text in seen:
+            counts.duplicates_merged += 1
+        else:
             seen.add(text)
-            kept.append(phrase)
+            kept.append(item)
     return kept
 
 
@@ -122,23 +158,26 @@ def read_openkp(path: str | Path, *, with_keyphrases: bool = True,
     Words are `text.split()`. Each keyphrase is its word list re-split on whitespace;
     empty ones are dropped and repeats (same lower-cased text) keep the first. Matching
     is exact up to case (stemmer "none"). `with_keyphrases=False` (EvalPublic) ignores
-    `KeyPhrases`. A given `VDOM` string is kept as is in `extra`.
+    `KeyPhrases`. `VDOM` (visual features) is checked to be a string, as the layout says,
+    so a malformed line is reported where it is, but not kept: no later stage reads it.
     """
     path = Path(path)
 
     def parse(index: int, record: dict) -> Document:
         url = _field(record, "url", str, path, index)
         words = _field(record, "text", str, path, index).split()
-        extra = {}
         if "VDOM" in record:
-            extra["VDOM"] = _field(record, "VDOM", str, path, index)
+            _field(record, "VDOM", str, path, index)
         keyphrases: list[list[str]] = []
+        counts = GoldCounts()
         if with_keyphrases:
             gold = _field(record, "KeyPhrases", list, path, index)
             if not all(isinstance(kp, list) and all(isinstance(w, str) for w in kp) for kp in gold):
                 raise BadInputError(path, index + 1, "field 'KeyPhrases' must be a list of lists of strings")
-            keyphrases = _dedup([" ".join(kp).split() for kp in gold], key=lambda kp: " ".join(kp).lower())
-        return Document(url, words, keyphrases, NO_STEMMER, extra)
+            counts.read = len(gold)
+            keyphrases = _dedup(_drop_empty([" ".join(kp).split() for kp in gold], counts),
+                                key=lambda kp: " ".join(kp).lower(), counts=counts)
+        return Document(url, words, keyphrases, NO_STEMMER, counts)
 
     return _read_json_lines(path, parse, on_bad_line)
 
@@ -167,20 +206,42 @@ def kp20k_tokenize(text: str) -> list[str]:
     return _KP20K_TOKEN.findall(_clean_text(text))
 
 
-def clean_kp20k_keyphrase(keyphrase: str) -> list[str]:
-    """The cleaned tokens of one KP20K keyword, or [] when the rules below reject it."""
-    text = " ".join(keyphrase.lower().split())
+class _CleanedKeyword(NamedTuple):
+    """One KP20K keyword after cleaning: its tokens, or [] and the `DROP_REASONS` entry that rejected it."""
+
+    tokens: list[str]
+    dropped_for: str | None
+    brackets_removed: bool
+
+
+def _clean_kp20k_keyword(keyword: str) -> _CleanedKeyword:
+    """Clean one KP20K keyword by the rules below, saying which rule rejected it."""
+    text = " ".join(keyword.lower().split())
     # Bracketed parts are acronyms or glosses ("learning (artificial intelligence)").
-    text = _KP20K_BRACKETED.sub(" ", text)
-    if _KP20K_ODD_PUNCTUATION.search(text):
-        return []
-    tokens = kp20k_tokenize(text)
+    unbracketed = _KP20K_BRACKETED.sub(" ", text)
+    brackets_removed = unbracketed != text
+
+    def dropped(reason: str) -> _CleanedKeyword:
+        return _CleanedKeyword([], reason, brackets_removed)
+
+    if _KP20K_ODD_PUNCTUATION.search(unbracketed):
+        return dropped("odd_punctuation")
+    tokens = kp20k_tokenize(unbracketed)
+    if not tokens:
+        return dropped("empty")
+    if len(tokens) > KP20K_MAX_KEYPHRASE_TOKENS:
+        return dropped("too_many_tokens")
     # A token without letters or digits is stray punctuation ("detection. fuzzy").
-    if not tokens or len(tokens) > KP20K_MAX_KEYPHRASE_TOKENS:
-        return []
-    if any(not _HAS_ALNUM.search(t) or _CLASSIFICATION_CODE.fullmatch(t) for t in tokens):
-        return []
-    return tokens
+    if any(not _HAS_ALNUM.search(t) for t in tokens):
+        return dropped("stray_punctuation")
+    if any(_CLASSIFICATION_CODE.fullmatch(t) for t in tokens):
+        return dropped("classification_code")
+    return _CleanedKeyword(tokens, None, brackets_removed)
+
+
+def clean_kp20k_keyphrase(keyphrase: str) -> list[str]:
+    """The cleaned tokens of one KP20K keyword, or [] when `_clean_kp20k_keyword` rejects it."""
+    return _clean_kp20k_keyword(keyphrase).tokens
 
 
 def read_kp20k(path: str | Path, *, on_bad_line: BadLineHandler = None) -> Iterator[Document]:
@@ -195,9 +256,17 @@ def read_kp20k(path: str | Path, *, on_bad_line: BadLineHandler = None) -> Itera
     def parse(index: int, record: dict) -> Document:
         title = _field(record, "title", str, path, index)
         abstract = _field(record, "abstract", str, path, index)
-        keywords = _field(record, "keyword", str, path, index)
-        keyphrases = _dedup([clean_kp20k_keyphrase(k) for k in keywords.split(";")], key=" ".join)
-        return Document(str(index), kp20k_tokenize(f"{title} . {abstract}"), keyphrases, "porter")
+        keywords = _field(record, "keyword", str, path, index).split(";")
+        counts = GoldCounts(read=len(keywords))
+        cleaned = [_clean_kp20k_keyword(k) for k in keywords]
+        for keyword in cleaned:
+            if keyword.dropped_for is not None:
+                counts.dropped[keyword.dropped_for] += 1
+        kept = _dedup([k for k in cleaned if k.dropped_for is None], key=lambda k: " ".join(k.tokens),
+                      counts=counts)
+        counts.altered_by_bracket_removal = sum(k.brackets_removed for k in kept)
+        keyphrases = [k.tokens for k in kept]
+        return Document(str(index), kp20k_tokenize(f"{title} . {abstract}"), keyphrases, "porter", counts)
 
     return _read_json_lines(path, parse, on_bad_line)
 
@@ -284,7 +353,7 @@ class LiaadCorpus:
                   on_bad_line: BadLineHandler = None) -> Iterator[Document]:
         """The documents `ids` (default all, in corpus order); `language` overrides `lan.txt`.
 
-        Keyphrases are the non-empty lines of the key file, tokenized like the text; repeats
+        Keyphrases are the non-blank lines of the key file, tokenized like the text; repeats
         (same normalised words) keep the first. The stemmer is the language's Snowball
         stemmer (Porter for English) or "none".
         """
@@ -298,9 +367,10 @@ class LiaadCorpus:
                     raise
                 on_bad_line(error)
                 continue
-            keyphrases = _dedup([liaad_tokenize(line) for line in lines],
-                                key=lambda kp: " ".join(normalize_words(kp, stemmer)))
-            yield Document(doc_id, words, keyphrases, stemmer)
+            counts = GoldCounts(read=len(lines))
+            keyphrases = _dedup(_drop_empty([liaad_tokenize(line) for line in lines], counts),
+                                key=lambda kp: " ".join(normalize_words(kp, stemmer)), counts=counts)
+            yield Document(doc_id, words, keyphrases, stemmer, counts)
 
     def close(self) -> None:
         if self._zip is not None:
