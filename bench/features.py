@@ -7,12 +7,21 @@ Baseline, in the same run: the original BERT-KPE feature code re-implemented her
 entry per mention, per-n-gram stemming without a cache, Python label loops).
 
     python bench/features.py [--quick] [--workers 2]
+
+`--vdom` measures instead what OpenKP's VDOM cost `load_features` when every preprocessed
+record carried it: the OpenKP train file with and without VDOM, read and built the way
+`load_features` does (JSON parsing included, cache off), in the same run.
+
+    python bench/features.py --vdom [--repeats 31]
 """
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import os
 import sys
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,6 +120,96 @@ def baseline_build(records, tokenizer, max_token=510, max_gram=5):
     return out
 
 
+# ----------------------------------------------------------------------------- VDOM in preprocessed records
+
+
+def write_vdom_variants(args) -> dict[str, Path]:
+    """The preprocessed OpenKP train file without VDOM and with each record's source VDOM
+    appended, as `bertkpe preprocess` wrote it before it stopped copying VDOM."""
+    folder = common.preprocessed(args.workdir, args.datasets, "openkp")
+    records = [{key: value for key, value in record.items() if key != "VDOM"}
+               for record in common.read_jsonl(folder / "openkp.train.json")]
+    source = Path(args.datasets) / "openkp" / "OpenKPTrain.jsonl"
+    vdom = {record["url"]: record["VDOM"] for record in common.read_jsonl(source)}
+    if args.quick:
+        records = records[:100]
+    variants = {"without VDOM": records, "with VDOM": [{**record, "VDOM": vdom[record["url"]]} for record in records]}
+    files = {}
+    for variant, lines in variants.items():
+        path = Path(args.workdir) / "vdom" / variant.replace(" ", "_") / "openkp.train.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        files[variant] = path
+    return files
+
+
+def records_memory_mb(path: Path, read_records) -> float:
+    """Python memory held by the parsed records, which `load_features` keeps (and ships to its
+    worker processes) while it builds."""
+    tracemalloc.start()
+    records = read_records(path)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del records
+    return held / 1e6
+
+
+def vdom_comparison(args, repeats: int) -> dict:
+    from bertkpe.data import matching
+    from bertkpe.data.features import FeatureOptions, load_features, load_tokenizer, read_records
+
+    encoder = common.default_encoder()
+    tokenizer = load_tokenizer(encoder)
+    options = FeatureOptions(tokenizer=encoder, max_token=510, max_phrase_words=5)
+    files = write_vdom_variants(args)
+    # torch and transformers leave ~270k tracked objects: a full collection over them takes
+    # ~0.14 s, lands at random and would swamp a 5 ms parse. A VDOM string is not a tracked
+    # object, so freezing them changes nothing between the variants, only the noise.
+    gc.freeze()
+
+    def load(path):
+        def run():
+            matching.get_normalizer.cache_clear()
+            return load_features(path, tokenizer, options, cache_dir=None)
+        return run
+
+    paths = ("load_features", "read_records only")
+    fns = {}
+    for variant, file in files.items():
+        fns[f"load_features, {variant}"] = load(file)
+        fns[f"read_records only, {variant}"] = lambda file=file: read_records(file)
+    samples = common.interleaved(fns, repeats, warmup=1)
+    docs = len(read_records(files["without VDOM"]))
+    results = {"machine": common.machine_info(), "repeats": repeats, "docs": docs, "rows": []}
+    for variant, file in files.items():
+        file_mb, records_mb = file.stat().st_size / 1e6, records_memory_mb(file, read_records)
+        for path in paths:
+            name, plain = f"{path}, {variant}", f"{path}, without VDOM"
+            times = samples[name]
+            results["rows"].append({
+                "what": name, "file_mb": file_mb, "records_mb": records_mb,
+                "seconds": common.median(times), "spread": common.spread(times),
+                "docs_per_s": docs / common.median(times),
+                "ratio": common.median(times) / common.median(samples[plain]),
+                "paired_ratio": common.paired_ratio(times, samples[plain]),
+                "cpu_ratio": common.median(common.CPU_SAMPLES[name]) / common.median(common.CPU_SAMPLES[plain])})
+    return results
+
+
+def vdom_report(results) -> str:
+    lines = [f"### Preprocessed OpenKP train records with and without VDOM ({results['docs']} docs, "
+             f"{results['repeats']} timed runs, median)", "", common.machine_line(results["machine"]), "",
+             "| path | file MB | records in memory MB | s (median) | spread s | docs/s | with / without (medians) "
+             "| paired per-round | by process CPU time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        lines.append(f"| {row['what']} | {row['file_mb']:.2f} | {row['records_mb']:.1f} | {row['seconds']:.3f} | "
+                     f"{row['spread']} | {row['docs_per_s']:.0f} | {row['ratio']:.2f}x | {row['paired_ratio']:.2f}x | "
+                     f"{row['cpu_ratio']:.2f}x |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- benchmark
 
 
@@ -118,9 +217,16 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(parser)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel run")
+    parser.add_argument("--vdom", action="store_true",
+                        help="only measure load_features on OpenKP train records with VDOM against without")
     args = parser.parse_args(argv)
     common.apply_threads(args)
     repeats = args.repeats or (1 if args.quick else 3)
+    if args.vdom:
+        results = vdom_comparison(args, repeats)
+        print(vdom_report(results))
+        common.write_json(args.json, results)
+        return results
 
     import torch
 
