@@ -28,19 +28,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TextIO
 
-from bertkpe.data.matching import locate_keyphrases, stemmer_for_language
+from bertkpe.data.matching import locate_keyphrases
 from bertkpe.data.sources import (BadInputError, BadLineHandler, Document, GoldCounts, LiaadCorpus,
                                   MissingSourceError, read_kp20k, read_openkp)
+from bertkpe.dataset_classes import DATASET_CLASSES, DatasetClass, dataset_class
 
 logger = logging.getLogger("bertkpe")
 
 SPLITS = ("train", "dev", "eval")
-SOURCE_FILES = {
-    "openkp": {"train": "OpenKPTrain.jsonl", "dev": "OpenKPDev.jsonl", "eval": "OpenKPEvalPublic.jsonl"},
-    "kp20k": {"train": "kp20k_training.json", "dev": "kp20k_validation.json", "eval": "kp20k_testing.json"},
-}
-# Meng et al. (2017) train only on KP20K documents of 20..300 words.
-KP20K_TRAIN_WORDS = (20, 300)
 
 
 class PreprocessError(Exception):
@@ -192,10 +187,10 @@ def load_split(path: Path, doc_ids: list[str]) -> dict[str, Any]:
             **{part: [i for i in doc_ids if i in listed[part]] for part in SPLITS}}
 
 
-def _source_files(src: Path, dataset_class: str) -> dict[str, Path]:
+def _source_files(src: Path, kind: DatasetClass) -> dict[str, Path]:
     """The three source files, under SRC/CLASS/ or directly under SRC."""
-    folder = src / dataset_class if (src / dataset_class).is_dir() else src
-    files = {split: folder / file for split, file in SOURCE_FILES[dataset_class].items()}
+    folder = src / kind.name if (src / kind.name).is_dir() else src
+    files = {split: folder / file for split, file in (kind.source_files or {}).items()}
     for path in files.values():
         if not path.is_file():
             raise MissingSourceError(f"source file not found: expected {path}")
@@ -209,6 +204,7 @@ def preprocess(args: argparse.Namespace) -> dict[str, Any]:
     if len(args.split_ratio) != 3 or min(args.split_ratio) < 0 or sum(args.split_ratio) <= 0:
         raise PreprocessError("--split_ratio takes three non-negative numbers (train dev eval)")
     src = Path(args.source_dataset_dir)
+    kind = dataset_class(args.dataset_class)
     name = args.dataset_name or args.dataset_class
     out_dir = Path(args.output_path) / name
     stats = {split: SplitStats() for split in SPLITS}
@@ -225,7 +221,7 @@ def preprocess(args: argparse.Namespace) -> dict[str, Any]:
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(staged.discard)
         readers: dict[str, Callable[..., Iterator[Document]]]
-        if args.dataset_class == "multidata":
+        if kind.source_files is None:
             corpus = cleanup.enter_context(LiaadCorpus(src))
             language = args.language or corpus.language
             if args.split_file:
@@ -233,26 +229,26 @@ def preprocess(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 split_ids = {"seed": args.split_seed, "ratio": list(args.split_ratio),
                              **make_split(corpus.doc_ids, args.split_seed, tuple(args.split_ratio))}
-            summary.update(language=language, stemmer=stemmer_for_language(language))
+            summary.update(language=language, stemmer=kind.stemmer_for(language))
             logger.info("%s: %d documents, language %s (stemmer %s)", corpus.location, len(corpus.doc_ids),
                         language, summary["stemmer"])
             readers = {split: partial(corpus.documents, split_ids[split], language=language) for split in SPLITS}
         else:
-            files = _source_files(src, args.dataset_class)
-            if args.dataset_class == "openkp":
-                readers = {split: partial(read_openkp, files[split], with_keyphrases=split != "eval")
+            files = _source_files(src, kind)
+            if kind.name == "openkp":
+                readers = {split: partial(read_openkp, files[split], stemmer=kind.stemmer_for(),
+                                          with_keyphrases=split != "eval" or kind.eval_has_references)
                            for split in SPLITS}
             else:
-                readers = {split: partial(read_kp20k, files[split]) for split in SPLITS}
+                readers = {split: partial(read_kp20k, files[split], stemmer=kind.stemmer_for()) for split in SPLITS}
         out_dir.mkdir(parents=True, exist_ok=True)
-        if args.dataset_class == "multidata":
+        if kind.source_files is None:
             staged.write_json(out_dir / "split.json", split_ids)
         for split in SPLITS:
             logger.info("preprocessing %s %s", name, split)
             write_split(readers[split](on_bad_line=skipper(split)), split, out_dir, name, staged, stats[split],
                         max_phrase_words=args.max_phrase_words,
-                        train_words=KP20K_TRAIN_WORDS if args.dataset_class == "kp20k" else None,
-                        reference=not (args.dataset_class == "openkp" and split == "eval"))
+                        train_words=kind.train_words, reference=split != "eval" or kind.eval_has_references)
             logger.info("%s %s: %s", name, split, stats[split].summary(args.max_phrase_words))
         summary["splits"] = {split: asdict(s) for split, s in stats.items()}
         staged.write_json(out_dir / "preprocess_stats.json", summary)
@@ -262,7 +258,7 @@ def preprocess(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset_class", required=True, choices=["openkp", "kp20k", "multidata"],
+    parser.add_argument("--dataset_class", required=True, choices=sorted(DATASET_CLASSES),
                         help="source layout: OpenKP jsonl, KP20K json lines, or a LIAAD corpus (folder or zip)")
     parser.add_argument("--source_dataset_dir", required=True,
                         help="folder holding openkp/ or kp20k/ (or those folders themselves); for multidata "

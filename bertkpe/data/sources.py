@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
-from bertkpe.data.matching import NO_STEMMER, normalize_words, stemmer_for_language
+from bertkpe.data.matching import normalize_words, stemmer_for_language
 
 BadLineHandler = Optional[Callable[["BadInputError"], None]]
 _Item = TypeVar("_Item")
@@ -151,13 +151,13 @@ def _clean_text(text: str) -> str:
 
 # ----------------------------------------------------------------------------- OpenKP
 
-def read_openkp(path: str | Path, *, with_keyphrases: bool = True,
+def read_openkp(path: str | Path, *, stemmer: str, with_keyphrases: bool = True,
                 on_bad_line: BadLineHandler = None) -> Iterator[Document]:
     """OpenKP JSON lines (`url`, `text`, optional `VDOM`, `KeyPhrases`).
 
     Words are `text.split()`. Each keyphrase is its word list re-split on whitespace;
-    empty ones are dropped and repeats (same lower-cased text) keep the first. Matching
-    is exact up to case (stemmer "none"). `with_keyphrases=False` (EvalPublic) ignores
+    empty ones are dropped and repeats (same lower-cased text) keep the first. `stemmer`
+    (the dataset class's: "none", exact up to case) decides presence. `with_keyphrases=False` (EvalPublic) ignores
     `KeyPhrases`. `VDOM` (visual features) is checked to be a string, as the layout says,
     so a malformed line is reported where it is, but not kept: no later stage reads it.
     """
@@ -177,7 +177,7 @@ def read_openkp(path: str | Path, *, with_keyphrases: bool = True,
             counts.read = len(gold)
             keyphrases = _dedup(_drop_empty([" ".join(kp).split() for kp in gold], counts),
                                 key=lambda kp: " ".join(kp).lower(), counts=counts)
-        return Document(url, words, keyphrases, NO_STEMMER, counts)
+        return Document(url, words, keyphrases, stemmer, counts)
 
     return _read_json_lines(path, parse, on_bad_line)
 
@@ -244,12 +244,13 @@ def clean_kp20k_keyphrase(keyphrase: str) -> list[str]:
     return _clean_kp20k_keyword(keyphrase).tokens
 
 
-def read_kp20k(path: str | Path, *, on_bad_line: BadLineHandler = None) -> Iterator[Document]:
+def read_kp20k(path: str | Path, *, stemmer: str, on_bad_line: BadLineHandler = None) -> Iterator[Document]:
     """KP20K JSON lines (`title`, `abstract`, `keyword` = "k1;k2;...").
 
     Words are `kp20k_tokenize(title + " . " + abstract)`, the "." keeping n-grams from
     spanning the title/abstract boundary. Keywords are cleaned by `clean_kp20k_keyphrase`,
-    and repeats keep the first. The url is the 0-based line number; matching is Porter-stemmed.
+    and repeats keep the first. The url is the 0-based line number; `stemmer` (the dataset
+    class's: Porter) decides presence.
     """
     path = Path(path)
 
@@ -266,7 +267,7 @@ def read_kp20k(path: str | Path, *, on_bad_line: BadLineHandler = None) -> Itera
                       counts=counts)
         counts.altered_by_bracket_removal = sum(k.brackets_removed for k in kept)
         keyphrases = [k.tokens for k in kept]
-        return Document(str(index), kp20k_tokenize(f"{title} . {abstract}"), keyphrases, "porter", counts)
+        return Document(str(index), kp20k_tokenize(f"{title} . {abstract}"), keyphrases, stemmer, counts)
 
     return _read_json_lines(path, parse, on_bad_line)
 
