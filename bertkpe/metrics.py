@@ -448,6 +448,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="a named configuration: openkp (official script), kp20k (all references), "
                            "bert-kpe-kp20k (the original BERT-KPE toolkit: present references, "
                            "documents without one left out)")
+    base.add_argument("--dataset_class", default=None,
+                      help="score as training and test.py score this dataset class (openkp, kp20k, "
+                           "multidata; multidata needs --language or --stemmer)")
+    parser.add_argument("--language", default=None,
+                        help="with --dataset_class multidata: the corpus language, which picks the stemmer")
     parser.add_argument("--references", dest="reference_set", choices=REFERENCE_SETS, default=None,
                         help="score against all references or only those present in the document "
                              "(unset: the preset's, else present with --present_only_source, else all)")
@@ -467,8 +472,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="documents without a reference: counted with zero scores or left out "
                              "(unset: the preset's or the protocol's, count for openkp, drop for kp20k)")
     parser.add_argument("--output", default=None, metavar="FILE",
-                        help="write the scores as a JSON object, with the configuration under \"scoring\" "
-                             "(a bare --protocol writes the scores alone, as it always has)")
+                        help="write the scores as a JSON object, with the configuration under \"scoring\"")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -479,10 +483,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {field: value for field, value in switches.items() if value is not None}
 
 
+def _dataset_class_scoring(args: argparse.Namespace) -> ScoringConfig:
+    """The configuration `bertkpe test` uses for a dataset class (its protocol and stemmer)."""
+    from bertkpe.dataset_classes import dataset_class
+
+    kind = dataset_class(args.dataset_class)
+    if kind.stemmer is None and not (args.language or args.stemmer):
+        raise ValueError(f"--dataset_class {kind.name} stems by corpus language: pass --language or --stemmer")
+    return kind.scoring(args.stemmer or kind.stemmer_for(args.language))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         overrides = _overrides(args)
-        base = PRESETS[args.preset] if args.preset else ScoringConfig(args.protocol)
+        base = PRESETS[args.preset] if args.preset else ScoringConfig(args.protocol) if args.protocol \
+            else _dataset_class_scoring(args)
         config = dataclasses.replace(base, **overrides)
         if config.references == "present" and not args.present_only_source:
             raise ValueError("present-only scoring needs --present_only_source FILE (JSON lines with doc_words)")

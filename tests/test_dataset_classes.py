@@ -95,3 +95,20 @@ def test_extract_splits_words_as_the_checkpoints_dataset_class(setup, tmp_path):
 def test_train_and_test_scripts_read_no_dataset_tables():
     for script in ("train.py", "test.py"):
         assert "dataset_class" not in Path(ROOT / "scripts" / script).read_text(encoding="utf-8")
+
+
+def test_score_command_scores_as_the_dataset_class(tmp_path, capsys):
+    from bertkpe.cli import main
+    from helpers import write_jsonl
+
+    predictions = write_jsonl(tmp_path / "pred.jsonl", [{"url": "d", "KeyPhrases": [["journaux"]]}])
+    references = write_jsonl(tmp_path / "ref.jsonl", [{"url": "d", "KeyPhrases": [["journal"]]}])
+    out = tmp_path / "scores.json"
+    argv = ["score", str(predictions), str(references), "--output", str(out)]
+    assert main(argv + ["--dataset_class", "multidata", "--language", "fr-FR"]) == 0
+    scores = json.loads(out.read_text())
+    assert scores["scoring"]["stemmer"] == "french" and scores["F1@1"] == 1.0
+    assert main(argv + ["--dataset_class", "kp20k"]) == 0
+    assert json.loads(out.read_text())["scoring"] == dataset_class("kp20k").scoring("porter").to_dict()
+    assert main(argv + ["--dataset_class", "multidata"]) == 2
+    assert "stems by corpus language: pass --language or --stemmer" in capsys.readouterr().err
