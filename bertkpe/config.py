@@ -39,6 +39,18 @@ def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     return set(vars(given))
 
 
+def check_max_token_flag(max_token: int, encoder: str) -> None:
+    """`--max_token` against the encoder's position limit, refused before any work starts."""
+    from transformers import AutoConfig
+
+    from bertkpe.data.features import check_max_token, load_tokenizer
+
+    try:
+        check_max_token(max_token, load_tokenizer(encoder), AutoConfig.from_pretrained(encoder))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def dataset_name(args: argparse.Namespace) -> str:
     return getattr(args, "dataset_name", None) or args.dataset_class
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from bertkpe import config
 from bertkpe.checkpoints import resolve_checkpoint
 from bertkpe.data.batching import iterate, length_grouped_batches, token_lengths
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, check_max_token, load_features, load_tokenizer
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_features, load_tokenizer
 from bertkpe.decoding import RankedPhrases, rank_batch
 from bertkpe.dataset_classes import dataset_class
 from bertkpe.metrics import ScoringConfig, format_scores, read_doc_words, read_keyphrase_file, score
@@ -101,7 +101,7 @@ def write_json(path: Path, value: Any) -> None:
 
 def evaluate_split(model: KeyphraseModel, documents: Sequence[DocumentFeatures], args: argparse.Namespace,
                    split: str, runtime: Runtime, pad_token_id: int
-                   ) -> tuple[dict[str, float] | None, list[RankedPhrases]]:
+                   ) -> tuple[dict[str, Any] | None, list[RankedPhrases]]:
     """Decode one split and, where it has references, score it (on rank 0)."""
     scoring = scoring_of(args, split)
     top_k = args.return_num or max(k for k in scoring.ks if isinstance(k, int))
@@ -165,19 +165,16 @@ def run(args: argparse.Namespace) -> int:
     runtime = setup_runtime(args.no_cuda)
     try:
         checkpoint = resolve_checkpoint(args.eval_checkpoint)
-        apply_checkpoint_options(args, read_kpe_config(checkpoint))
+        kpe = read_kpe_config(checkpoint)
+        apply_checkpoint_options(args, kpe)
         run_dir = test_run_dir(args, checkpoint, runtime)
         setup_logging(run_dir / "test.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
         seed_everything(args.seed)
         tokenizer = load_tokenizer(str(checkpoint))
-        from transformers import AutoConfig
-        try:
-            check_max_token(args.max_token, tokenizer, AutoConfig.from_pretrained(checkpoint))
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
+        config.check_max_token_flag(args.max_token, str(checkpoint))
         options = FeatureOptions(tokenizer=str(checkpoint), max_token=args.max_token,
-                                 max_phrase_words=int(read_kpe_config(checkpoint)["max_phrase_words"]))
+                                 max_phrase_words=int(kpe["max_phrase_words"]))
         model = load_model(checkpoint, runtime.device)
         metrics: dict[str, Any] = {}
         for split in args.splits:

@@ -26,7 +26,7 @@ from bertkpe import config
 from bertkpe.checkpoints import (load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
 from bertkpe.data.batching import collate, length_grouped_batches, shard, token_lengths
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, check_max_token, load_tokenizer
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
 from bertkpe.evaluation import evaluate_split, format_split_scores, split_features, write_json, write_predictions
 from bertkpe.models import KeyphraseModel, build_model, load_model
@@ -109,7 +109,7 @@ def total_train_steps(args: argparse.Namespace, steps_per_epoch: int, world_size
 RESUMABLE_OPTIONS = frozenset({
     "max_train_steps", "max_train_epochs", "display_iter", "eval_every", "save_every", "save_checkpoint",
     "use_viso", "test_after_training", "per_gpu_test_batch_size", "return_num", "cached_features_dir",
-    "feature_workers", "no_cuda", "local_rank", "resume", "run_mode", "output_dir", "given_options",
+    "feature_workers", "no_cuda", "local_rank", "resume", "run_mode", "output_dir",
 })
 
 
@@ -138,9 +138,9 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
                      if name in saved and getattr(args, name) != saved[name])
     if changed:
         listed = ", ".join(f"--{name} {getattr(args, name)!r} (the run has {saved[name]!r})" for name in changed)
+        may_change = ", ".join(f"--{name}" for name in sorted(RESUMABLE_OPTIONS - {"resume", "run_mode"}))
         raise SystemExit(f"--resume {args.resume}: a resumed run keeps its options; these differ: {listed}. "
-                         f"Start a new run to change them; a resumed run may change only "
-                         f"{', '.join('--' + name for name in sorted(RESUMABLE_OPTIONS - {'given_options', 'resume', 'run_mode'}))}")
+                         f"Start a new run to change them; a resumed run may change only {may_change}")
     updates = {name: getattr(args, name) for name in given & RESUMABLE_OPTIONS}
     if {"max_train_steps", "max_train_epochs"} & given:
         # a new budget replaces both saved ones: a saved step count would override new epochs
@@ -152,17 +152,6 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
 
 def encoder_of(args: argparse.Namespace) -> str:
     return config.resolve_encoder(args.pretrain_model_type, getattr(args, "pretrain_model_path", None))
-
-
-def check_encoder_options(args: argparse.Namespace) -> None:
-    """`--max_token` against the encoder's position limit, before a run folder exists."""
-    from transformers import AutoConfig
-
-    encoder = encoder_of(args)
-    try:
-        check_max_token(args.max_token, load_tokenizer(encoder), AutoConfig.from_pretrained(encoder))
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
 
 
 class Trainer:
@@ -408,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = setup_runtime(args.no_cuda)
     try:
         args, run_dir, resume_from = prepare_run_dir(args, runtime)
-        check_encoder_options(args)
+        config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
         if runtime.is_main:
