@@ -10,19 +10,28 @@ with the preprocessed data and the checkpoint, is also the one that scores.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from bertkpe.data.matching import NO_STEMMER, stemmer_for_language
-from bertkpe.data.sources import kp20k_tokenize, liaad_tokenize
+from bertkpe.data.sources import WordSpans, kp20k_tokenize, kp20k_tokenize_spans, liaad_tokenize, liaad_tokenize_spans
 from bertkpe.metrics import ScoringConfig
 
 WordSplitter = Callable[[str], list]
+SpanSplitter = Callable[[str], WordSpans]
+
+_NON_SPACE = re.compile(r"\S+")  # the runs str.split() returns: both split on str.isspace()
 
 
 def whitespace_split(text: str) -> list[str]:
     """OpenKP's words: the text split on whitespace."""
     return text.split()
+
+
+def whitespace_split_spans(text: str) -> WordSpans:
+    """`whitespace_split`'s words, each with its (start, end) in `text`."""
+    return [(match.group(), match.start(), match.end()) for match in _NON_SPACE.finditer(text)]
 
 
 WORD_SPLITTERS: dict[str, WordSplitter] = {
@@ -31,6 +40,12 @@ WORD_SPLITTERS: dict[str, WordSplitter] = {
     "liaad": liaad_tokenize,
 }
 DEFAULT_SPLITTER = "liaad"  # text of unknown origin: any language, punctuation apart
+# Each built-in splitter's variant that also says where every word was written.
+SPAN_SPLITTERS: dict[WordSplitter, SpanSplitter] = {
+    whitespace_split: whitespace_split_spans,
+    kp20k_tokenize: kp20k_tokenize_spans,
+    liaad_tokenize: liaad_tokenize_spans,
+}
 
 # The paper's step budgets were set for an effective batch of 64 documents.
 REFERENCE_BATCH = 64
@@ -104,3 +119,30 @@ def get_word_splitter(name: str | WordSplitter) -> WordSplitter:
     except KeyError:
         choices = sorted(set(WORD_SPLITTERS) | set(DATASET_CLASSES))
         raise ValueError(f"unknown word splitter {name!r}; choose from {choices} or pass a callable") from None
+
+
+def locate_words(words: list[str], text: str) -> WordSpans:
+    """Each word with its (start, end), found verbatim in `text` in order, each after the previous one."""
+    spans: WordSpans = []
+    position = 0
+    for index, word in enumerate(words):
+        start = text.find(word, position)
+        if start < 0 or not word:
+            raise ValueError(f"word {index} ({word!r}) of the custom word splitter is not in the text after "
+                             f"character {position}: character offsets need a splitter that returns pieces "
+                             f"of the text, in order")
+        position = start + len(word)
+        spans.append((word, start, position))
+    return spans
+
+
+def get_span_splitter(name: str | WordSplitter) -> SpanSplitter:
+    """The words of `get_word_splitter(name)` with their (start, end) in the text given.
+
+    Built-in splitters map their cleaned text back to the original exactly; a custom
+    callable's words are looked up in order in the text (`locate_words`).
+    """
+    split = get_word_splitter(name)
+    if split in SPAN_SPLITTERS:
+        return SPAN_SPLITTERS[split]
+    return lambda text: locate_words(split(text), text)

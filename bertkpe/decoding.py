@@ -22,6 +22,7 @@ class RankedPhrases:
     url: str
     phrases: list[list[str]]  # words of each phrase, as first seen in the document
     scores: list[float]
+    phrase_ids: list[int]  # each phrase's id: its mentions are the cells of the document's phrase_grid equal to it
 
 
 def require_one_device(**tensors: torch.Tensor) -> None:
@@ -55,7 +56,8 @@ def decode_batch(mention_scores: torch.Tensor, batch: Batch, documents: Sequence
     for doc, doc_scores, doc_ids in zip(documents, scores, ids):
         kept = [(phrase_id, score) for phrase_id, score in zip(doc_ids, doc_scores) if score != float("-inf")]
         ranked.append(RankedPhrases(url=doc.url, phrases=[doc.phrase_words(phrase_id) for phrase_id, _ in kept],
-                                    scores=[score for _, score in kept]))
+                                    scores=[score for _, score in kept],
+                                    phrase_ids=[phrase_id for phrase_id, _ in kept]))
     return ranked
 
 

@@ -4,12 +4,20 @@
     kx = KeyphraseExtractor.from_pretrained("results/.../best")
     kx.extract("A document ...", top_k=5)             # [("phrase", score), ...]
     kx.extract(["doc 1", "doc 2"], top_k=10)          # one list per document
+    kx.extract("A document ...", offsets=True)         # [("phrase", score, [[start, end], ...]), ...]
 
 Text is split into words the way the checkpoint's training data was split (its
 `dataset_class`: openkp -> whitespace, kp20k -> the KP20K tokenizer, multidata -> the
 LIAAD tokenizer), then goes through the same feature, batching, model and decoding code
 as evaluation. Only the words the encoder sees (at most `max_token` sub-tokens) are
 candidates: longer documents are truncated.
+
+With `offsets=True` each keyphrase also lists where every one of its occurrences is in
+the text as given: `text[start:end]` runs from the first character of the occurrence's
+first word to the last character of its last word, whatever cleaning the splitter did
+(NFC composition, invisible characters dropped). An occurrence is any candidate n-gram
+with the phrase's normalised words, so stemmed variants ("networks", "network") are
+occurrences of one phrase. Offsets count Unicode code points (Python `str` indices).
 """
 from __future__ import annotations
 
@@ -20,17 +28,32 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
+import numpy as np
 import torch
 
 from bertkpe.data.batching import collate, length_grouped_batches
-from bertkpe.data.features import FeatureOptions, build_features, encoder_token_limit, load_tokenizer
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features, encoder_token_limit, load_tokenizer
 from bertkpe.data.matching import NO_STEMMER
 from bertkpe.dataset_classes import (DATASET_CLASSES, DEFAULT_SPLITTER, WORD_SPLITTERS, WordSplitter,
-                                     get_word_splitter)
+                                     get_span_splitter, get_word_splitter)
 from bertkpe.decoding import rank_batch
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
 
-Keyphrases = list  # list[tuple[str, float]]
+Keyphrases = list  # list[tuple[str, float]], or list[tuple[str, float, list[list[int]]]] with offsets
+WordOffsets = Sequence[tuple[int, int]]  # (start, end) of each word of a document in its text
+
+
+def occurrence_offsets(document: DocumentFeatures, phrase_ids: Sequence[int], word_offsets: WordOffsets
+                       ) -> list[list[list[int]]]:
+    """[start, end] in the text of every mention of each phrase, in text order: a mention runs from
+    the start of its first word to the end of its last."""
+    lengths, starts = np.nonzero(np.isin(document.phrase_grid, list(phrase_ids)))
+    order = np.lexsort((lengths, starts))
+    found: dict[int, list[list[int]]] = {phrase_id: [] for phrase_id in phrase_ids}
+    for length, start in zip(lengths[order].tolist(), starts[order].tolist()):
+        phrase_id = int(document.phrase_grid[length, start])
+        found[phrase_id].append([int(word_offsets[start][0]), int(word_offsets[start + length][1])])
+    return [found[phrase_id] for phrase_id in phrase_ids]
 
 
 def default_device() -> torch.device:
@@ -61,6 +84,7 @@ class KeyphraseExtractor:
         self.max_token = min(int(max_token), limit) if limit is not None else int(max_token)
         self.stemmer = stemmer or NO_STEMMER
         self.split_words = get_word_splitter(word_splitter)
+        self.split_word_spans = get_span_splitter(word_splitter)
         self.options = FeatureOptions(tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", ""),
                                       max_token=self.max_token, max_phrase_words=model.max_phrase_words,
                                       stemmer=self.stemmer)
@@ -94,7 +118,7 @@ class KeyphraseExtractor:
                    word_splitter=word_splitter, tokenizer_name=str(directory), device=device)
 
     def extract(self, documents: Union[str, Sequence[str]], top_k: int = 5, batch_size: int = 16,
-                progress: bool = False) -> Union[Keyphrases, list[Keyphrases]]:
+                progress: bool = False, offsets: bool = False) -> Union[Keyphrases, list[Keyphrases]]:
         """The top_k keyphrases of one document (a str) or of each of a list of documents.
 
         Each keyphrase is `(phrase, score)`, best first: the phrase as it appears in the
@@ -105,23 +129,44 @@ class KeyphraseExtractor:
         takes (`max_token` sub-tokens) is truncated: only its first words are candidates.
         An empty document gives []. Documents are batched by length; results come back
         in input order.
+
+        `offsets=True` makes each keyphrase `(phrase, score, [[start, end], ...])`: every
+        occurrence among the candidate words, in text order, with `text[start:end]` the
+        occurrence as written. With a custom word splitter the words must be pieces of the
+        text, in order (`locate_words`); otherwise a ValueError says which word is missing.
         """
         if isinstance(documents, str):
-            return self.extract([documents], top_k=top_k, batch_size=batch_size)[0]
+            return self.extract([documents], top_k=top_k, batch_size=batch_size, offsets=offsets)[0]
         texts = list(documents)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"document {index} is {type(text).__name__}, expected str")
-        return self.extract_words([self.split_words(text) for text in texts], top_k=top_k,
-                                  batch_size=batch_size, progress=progress)
+        if not offsets:
+            return self.extract_words([self.split_words(text) for text in texts], top_k=top_k,
+                                      batch_size=batch_size, progress=progress)
+        spans = [self.split_word_spans(text) for text in texts]
+        return self.extract_words([[word for word, _, _ in doc] for doc in spans], top_k=top_k,
+                                  batch_size=batch_size, progress=progress,
+                                  word_offsets=[[(start, end) for _, start, end in doc] for doc in spans])
 
     def extract_words(self, word_lists: Sequence[Sequence[str]], top_k: int = 5, batch_size: int = 16,
-                      progress: bool = False, chunk_size: int = 4096) -> list[Keyphrases]:
-        """Like `extract`, for documents already split into words."""
+                      progress: bool = False, chunk_size: int = 4096,
+                      word_offsets: Sequence[WordOffsets] | None = None) -> list[Keyphrases]:
+        """Like `extract`, for documents already split into words.
+
+        `word_offsets`, the (start, end) of each word in its document's text, adds each
+        keyphrase's occurrence offsets, as `extract(..., offsets=True)` does.
+        """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if word_offsets is not None:
+            if len(word_offsets) != len(word_lists):
+                raise ValueError(f"word_offsets has {len(word_offsets)} documents, word_lists {len(word_lists)}")
+            for index, (words, spans) in enumerate(zip(word_lists, word_offsets)):
+                if len(spans) != len(words):
+                    raise ValueError(f"document {index}: {len(words)} words but {len(spans)} word offsets")
         results: list[Keyphrases] = [[] for _ in word_lists]
         todo = [index for index, words in enumerate(word_lists) if len(words) > 0]
         bar = None
@@ -133,14 +178,16 @@ class KeyphraseExtractor:
         # Feature building holds every document's arrays: go by chunks for huge inputs.
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
-            for index, ranked in self._extract_chunk([word_lists[i] for i in chunk], top_k, batch_size, bar):
+            chunk_offsets = None if word_offsets is None else [word_offsets[i] for i in chunk]
+            for index, ranked in self._extract_chunk([word_lists[i] for i in chunk], top_k, batch_size, bar,
+                                                     chunk_offsets):
                 results[chunk[index]] = ranked
         if bar is not None:
             bar.close()
         return results
 
-    def _extract_chunk(self, word_lists: Sequence[Sequence[str]], top_k: int, batch_size: int, bar
-                       ) -> Iterable[tuple[int, Keyphrases]]:
+    def _extract_chunk(self, word_lists: Sequence[Sequence[str]], top_k: int, batch_size: int, bar,
+                       word_offsets: Sequence[WordOffsets] | None) -> Iterable[tuple[int, Keyphrases]]:
         records = [{"url": str(index), "doc_words": list(words), "start_end_pos": [], "stemmer": self.stemmer}
                    for index, words in enumerate(word_lists)]
         features = build_features(records, self.tokenizer, self.options)  # one batched tokenizer call
@@ -156,7 +203,13 @@ class KeyphraseExtractor:
                 documents = [features[index] for index in indices]
                 batch = collate(documents, indices, self.pad_token_id)
                 for index, ranked in zip(indices, rank_batch(self.model, batch, documents, top_k, self.device)):
-                    yield index, [(" ".join(words), float(score)) for words, score in zip(ranked.phrases, ranked.scores)]
+                    phrases = [" ".join(words) for words in ranked.phrases]
+                    scores = [float(score) for score in ranked.scores]
+                    if word_offsets is None:
+                        yield index, list(zip(phrases, scores))
+                    else:
+                        found = occurrence_offsets(features[index], ranked.phrase_ids, word_offsets[index])
+                        yield index, list(zip(phrases, scores, found))
                 if bar is not None:
                     bar.update(len(indices))
 

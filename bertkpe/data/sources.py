@@ -149,6 +149,59 @@ def _clean_text(text: str) -> str:
     return _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
 
 
+WordSpans = list[tuple[str, int, int]]  # (word, start, end): text[start:end] is where the word was written
+
+
+def _nfc_pieces(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, NFC of text[start:end]) pieces whose NFC forms join into the text's NFC form.
+
+    A piece begins at a character of combining class 0; it is merged into the previous piece
+    where NFC would combine across the two (Hangul jamo, starters that decompose into marks).
+    """
+    pieces: list[tuple[int, int, str]] = []
+    starts = [index for index, char in enumerate(text) if index == 0 or unicodedata.combining(char) == 0]
+    for start, end in zip(starts, starts[1:] + [len(text)]):
+        normalized = unicodedata.normalize("NFC", text[start:end])
+        if pieces:
+            previous_start, _, previous = pieces[-1]
+            joined = unicodedata.normalize("NFC", text[previous_start:end])
+            if joined != previous + normalized:
+                pieces[-1] = (previous_start, end, joined)
+                continue
+        pieces.append((start, end, normalized))
+    return pieces
+
+
+def _clean_text_positions(text: str) -> tuple[str, list[int], list[int]]:
+    """`_clean_text(text)` and, for each of its characters, the start and end in `text` of what it came from.
+
+    A character NFC left alone maps to itself; characters NFC rewrote map to the whole
+    piece they came from (an "e" and its combining accent, for "é").
+    """
+    if unicodedata.is_normalized("NFC", text):
+        pieces = [(index, index + 1, char) for index, char in enumerate(text)]
+    else:
+        pieces = _nfc_pieces(text)
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end, normalized in pieces:
+        unchanged = normalized == text[start:end]
+        for offset, char in enumerate(normalized):
+            if _INVISIBLE.match(char):
+                continue
+            chars.append(char)
+            starts.append(start + offset if unchanged else start)
+            ends.append(start + offset + 1 if unchanged else end)
+    return "".join(chars), starts, ends
+
+
+def _token_spans(pattern: re.Pattern, text: str) -> WordSpans:
+    """The tokens `pattern` finds in the cleaned text, each with where it was written in `text`."""
+    cleaned, starts, ends = _clean_text_positions(text)
+    return [(match.group(), starts[match.start()], ends[match.end() - 1]) for match in pattern.finditer(cleaned)]
+
+
 # ----------------------------------------------------------------------------- OpenKP
 
 def read_openkp(path: str | Path, *, stemmer: str, with_keyphrases: bool = True,
@@ -204,6 +257,11 @@ KP20K_MAX_KEYPHRASE_TOKENS = 6
 def kp20k_tokenize(text: str) -> list[str]:
     """Tokenize KP20K text the Meng et al. (2017) way (see `_KP20K_TOKEN`), case and digits kept."""
     return _KP20K_TOKEN.findall(_clean_text(text))
+
+
+def kp20k_tokenize_spans(text: str) -> WordSpans:
+    """`kp20k_tokenize`'s words, each with its (start, end) in `text` as given (before cleaning)."""
+    return _token_spans(_KP20K_TOKEN, text)
 
 
 class _CleanedKeyword(NamedTuple):
@@ -283,6 +341,11 @@ _LIAAD_TOKEN = re.compile(r"\w+(?:-\w+)*|[^\w\s]")
 def liaad_tokenize(text: str) -> list[str]:
     """Tokenize text of any language, keeping non-ASCII letters and punctuation as tokens."""
     return _LIAAD_TOKEN.findall(_clean_text(text))
+
+
+def liaad_tokenize_spans(text: str) -> WordSpans:
+    """`liaad_tokenize`'s words, each with its (start, end) in `text` as given (before cleaning)."""
+    return _token_spans(_LIAAD_TOKEN, text)
 
 
 def _natural_key(text: str) -> list:
