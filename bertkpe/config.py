@@ -100,8 +100,38 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--local_rank", "--local-rank", type=int, default=int(os.environ.get("LOCAL_RANK", -1)),
                        help="accepted for compatibility; torchrun sets LOCAL_RANK")
     group.add_argument("--seed", type=int, default=42, help="seeds weights, data order and dropout")
+    group.add_argument("--phrase_pooling", choices=("document", "max"), default="document",
+                       help="phrase score from its mentions: the best one's plus document-level evidence "
+                            "(frequency, first position) in documents longer than a window, or the best "
+                            "one's alone (the original)")
     group.add_argument("--present_only", action="store_true",
                        help="kp20k protocol: score against present references only (as the original toolkit)")
+
+
+DEFAULT_MAX_DOC_TOKENS = 16384
+DEFAULT_WINDOW_OVERLAP = 128
+
+
+def add_document_arguments(group) -> None:
+    group.add_argument("--max_doc_tokens", type=int, default=DEFAULT_MAX_DOC_TOKENS,
+                       help="sub-tokens read per document, as overlapping windows of --max_token; "
+                            "equal to --max_token it is the original toolkit's truncation")
+    group.add_argument("--window_overlap", type=int, default=None,
+                       help=f"sub-tokens consecutive windows share (default: {DEFAULT_WINDOW_OVERLAP}, "
+                            f"at most a quarter of --max_token)")
+
+
+def document_options(max_token: int, max_doc_tokens: int, window_overlap: int | None) -> dict[str, int]:
+    """`max_doc_tokens` and `window_overlap` for FeatureOptions, checked; an unset overlap is
+    the default, kept under a quarter of a window so that windows advance."""
+    if window_overlap is None:
+        window_overlap = min(DEFAULT_WINDOW_OVERLAP, max_token // 4)
+    if max_doc_tokens < 1:
+        raise ValueError(f"max_doc_tokens must be at least 1, got {max_doc_tokens}")
+    if not 0 <= window_overlap < max_token:
+        raise ValueError(f"window_overlap must be at least 0 and less than max_token ({max_token}), "
+                         f"got {window_overlap}")
+    return {"max_doc_tokens": max_doc_tokens, "window_overlap": window_overlap}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +144,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretrain_model_path", default=None,
                        help="folder holding a folder named --pretrain_model_type (the original toolkit's layout)")
     group.add_argument("--max_token", type=int, default=510,
-                       help="sub-tokens per document (cut at a word); at most the encoder's position limit")
+                       help="sub-tokens per encoder window (cut at a word); at most the encoder's position limit")
+    add_document_arguments(group)
     group.add_argument("--max_phrase_words", type=int, default=5, help="longest n-gram candidate")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--max_train_steps", type=int, default=None,
@@ -161,5 +192,6 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
                                                                    "checkpoint holds its encoder)")
     group.add_argument("--max_phrase_words", type=int, default=None)
     group.add_argument("--max_token", type=int, default=None,
-                       help="sub-tokens read per document (default: the checkpoint's); at most the encoder's limit")
+                       help="sub-tokens per encoder window (default: the checkpoint's); at most the encoder's limit")
+    add_document_arguments(group)
     add_runtime_arguments(parser)

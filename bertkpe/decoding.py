@@ -4,9 +4,18 @@ Phrase ids already merge mentions with equal normalised text (stemmed where the
 dataset is stemmed), so ranking phrases is de-duplication by stem as well. Sorting
 and top-k run in tensor code on the model's device; Python only turns the final k
 ids into words.
+
+A phrase's score is the best score of its mentions ("max" pooling, the original). In a
+long document the one best local score anywhere is mostly noise, so by default
+("document" pooling) a phrase also gains from document-level evidence: how often it
+occurs and how early it first does, weighted by how far the document outgrows one
+encoder window and scaled by the spread of the document's scores, so that the
+evidence means the same for every head. A document of at most `REFERENCE_WORDS` words
+is ranked exactly as by max pooling.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,6 +44,50 @@ def require_one_device(**tensors: torch.Tensor) -> None:
                          f"to the model's device (batch.to(device)) and decode that batch")
 
 
+REFERENCE_WORDS = 512  # about one encoder window: longer documents weigh document-level evidence
+
+
+@dataclass(frozen=True)
+class PhrasePooling:
+    """How mention scores become phrase scores: "max", or "document" with the weights of
+    occurrence count (log) and first position (1 at the start, 0 at the end)."""
+
+    mode: str = "document"
+    frequency_weight: float = 0.25
+    position_weight: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "document"):
+            raise ValueError(f"phrase pooling is 'max' or 'document', got {self.mode!r}")
+
+
+MAX_POOLING = PhrasePooling("max")
+
+
+def document_phrase_scores(mention_scores: torch.Tensor, batch: Batch, pooling: PhrasePooling) -> torch.Tensor:
+    """(B, P) phrase scores: the best mention's, plus the document-level evidence."""
+    num_phrases = batch.phrase_mask.shape[1]
+    best = pool_phrases(mention_scores.float(), batch.phrase_grid, num_phrases)
+    if pooling.mode == "max":
+        return best
+    index = torch.where(batch.phrase_grid >= 0, batch.phrase_grid, num_phrases).flatten(1)
+    mentions = batch.mention_mask.flatten(1).float()
+    count = mentions.new_zeros(best.shape[0], num_phrases + 1).scatter_add(1, index, mentions)[:, :num_phrases]
+    starts = torch.arange(batch.phrase_grid.shape[2], device=best.device, dtype=torch.float32)
+    starts = starts.expand_as(batch.phrase_grid).flatten(1)
+    first = starts.new_full((best.shape[0], num_phrases + 1), math.inf)
+    first = first.scatter_reduce(1, index, starts, reduce="amin", include_self=True)[:, :num_phrases]
+    num_words = batch.word_mask.sum(1, keepdim=True).clamp(min=1).float()
+    length_weight = torch.log(num_words / REFERENCE_WORDS).clamp(min=0)
+    finite = torch.isfinite(best) & batch.phrase_mask
+    high = best.masked_fill(~finite, -math.inf).amax(1, keepdim=True)
+    low = best.masked_fill(~finite, math.inf).amin(1, keepdim=True)
+    spread = torch.where(high > low, high - low, torch.ones_like(high))
+    evidence = pooling.frequency_weight * torch.log(count.clamp(min=1)) + \
+        pooling.position_weight * (1 - first.clamp(max=num_words) / num_words)
+    return torch.where(finite, best + length_weight * spread * evidence, best)
+
+
 def top_phrases(phrase_scores: torch.Tensor, phrase_mask: torch.Tensor, top_k: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, k) scores and phrase ids, best first; -inf scores mark slots with no phrase."""
@@ -45,11 +98,11 @@ def top_phrases(phrase_scores: torch.Tensor, phrase_mask: torch.Tensor, top_k: i
 
 
 def decode_batch(mention_scores: torch.Tensor, batch: Batch, documents: Sequence[DocumentFeatures],
-                 top_k: int = 5) -> list[RankedPhrases]:
+                 top_k: int = 5, pooling: PhrasePooling = PhrasePooling()) -> list[RankedPhrases]:
     """`batch` must be the one the model scored (on the same device as `mention_scores`)."""
     require_one_device(mention_scores=mention_scores, phrase_grid=batch.phrase_grid,
                        phrase_mask=batch.phrase_mask)
-    phrase_scores = pool_phrases(mention_scores.float(), batch.phrase_grid, batch.phrase_mask.shape[1])
+    phrase_scores = document_phrase_scores(mention_scores, batch, pooling)
     scores, ids = top_phrases(phrase_scores, batch.phrase_mask, top_k)
     scores, ids = scores.cpu().tolist(), ids.cpu().tolist()
     ranked = []
@@ -62,8 +115,8 @@ def decode_batch(mention_scores: torch.Tensor, batch: Batch, documents: Sequence
 
 
 def rank_batch(model: KeyphraseModel, batch: Batch, documents: Sequence[DocumentFeatures], top_k: int,
-               device: torch.device) -> list[RankedPhrases]:
+               device: torch.device, pooling: PhrasePooling = PhrasePooling()) -> list[RankedPhrases]:
     """Score a CPU-collated batch on `device` and decode it there: the one place where
     inference moves a batch, so the model and the decoder always see the same tensors."""
     on_device = batch.to(device)
-    return decode_batch(model(on_device).mention_scores, on_device, documents, top_k)
+    return decode_batch(model(on_device).mention_scores, on_device, documents, top_k, pooling)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -16,9 +18,9 @@ from tqdm.auto import tqdm
 
 from bertkpe import config
 from bertkpe.checkpoints import resolve_checkpoint
-from bertkpe.data.batching import iterate, length_grouped_batches, token_lengths
+from bertkpe.data.batching import iterate, length_grouped_batches, token_lengths, window_counts
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_features, load_tokenizer
-from bertkpe.decoding import RankedPhrases, rank_batch
+from bertkpe.decoding import PhrasePooling, RankedPhrases, rank_batch
 from bertkpe.dataset_classes import dataset_class
 from bertkpe.metrics import ScoringConfig, format_scores, read_doc_words, read_keyphrase_file, score
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
@@ -30,21 +32,22 @@ logger = logging.getLogger("bertkpe")
 
 @torch.inference_mode()
 def decode_documents(model: KeyphraseModel, documents: Sequence[DocumentFeatures], runtime: Runtime,
-                     batch_size: int, top_k: int, pad_token_id: int = 0, description: str = "decode"
-                     ) -> list[RankedPhrases]:
-    """Ranked phrases for every document, in document order. Under torchrun each rank
-    decodes a share of the length-sorted batches and rank 0 gathers them, so every
-    document is decoded exactly once."""
+                     batch_size: int, top_k: int, pad_token_id: int = 0, description: str = "decode",
+                     pooling: PhrasePooling = PhrasePooling()) -> list[RankedPhrases]:
+    """Ranked phrases for every document, in document order. A batch holds at most
+    `batch_size` encoder windows. Under torchrun each rank decodes a share of the
+    length-sorted batches and rank 0 gathers them, so every document is decoded exactly once."""
     was_training = model.training
     model.eval()
-    batches = length_grouped_batches(token_lengths(documents).tolist(), batch_size, shuffle=False)
+    batches = length_grouped_batches(token_lengths(documents).tolist(), batch_size, shuffle=False,
+                                     windows=window_counts(documents))
     mine = batches[runtime.rank::runtime.world_size]
     results: list[tuple[int, RankedPhrases]] = []
     progress = tqdm(total=sum(map(len, mine)), desc=description, unit="doc", leave=False,
                     disable=not runtime.is_main)
     for batch in iterate(documents, mine, pad_token_id):
         with runtime.autocast():
-            ranked = rank_batch(model, batch, [documents[i] for i in batch.indices], top_k, runtime.device)
+            ranked = rank_batch(model, batch, [documents[i] for i in batch.indices], top_k, runtime.device, pooling)
         results.extend(zip(batch.indices, ranked))
         progress.update(len(batch.indices))
     progress.close()
@@ -67,18 +70,40 @@ def scoring_of(args: argparse.Namespace, split: str) -> ScoringConfig:
     return kind.scoring(config.data_stemmer(config.split_file(args, split)), present_only=args.present_only)
 
 
+# Document lengths in sub-tokens (the whole document, read or not), for scores by length.
+LENGTH_BUCKETS = (("0-512", 0, 512), ("512-1k", 512, 1024), ("1k-2k", 1024, 2048), ("2k-4k", 2048, 4096),
+                  ("4k-8k", 4096, 8192), (">8k", 8192, math.inf))
+
+
 def score_split(predictions: Sequence[RankedPhrases], reference_path: Path, scoring: ScoringConfig,
-                present_only_source: Path | None = None) -> dict[str, Any]:
-    """Scores of a split, with their configuration under "scoring"."""
+                present_only_source: Path | None = None, doc_tokens: Mapping[str, int] | None = None
+                ) -> dict[str, Any]:
+    """Scores of a split, with their configuration under "scoring"; given each document's
+    length, also F1/P/R@5 and @10 by length bucket under "by_length" (buckets with documents)."""
     references = read_keyphrase_file(reference_path)
     doc_words = read_doc_words(present_only_source) if present_only_source is not None else None
-    return score(predictions_by_url(predictions), references, scoring, doc_words=doc_words)
+    ranked = predictions_by_url(predictions)
+    scores = score(ranked, references, scoring, doc_words=doc_words)
+    if doc_tokens is not None:
+        by_length = dataclasses.replace(scoring, ks=(5, 10))
+        scores["by_length"] = {}
+        for name, low, high in LENGTH_BUCKETS:
+            urls = [url for url in references if low <= doc_tokens.get(url, 0) < high]
+            if urls:
+                bucket = score({url: ranked[url] for url in urls}, {url: references[url] for url in urls},
+                               by_length, doc_words=None if doc_words is None else {url: doc_words[url] for url in urls})
+                scores["by_length"][name] = {key: value for key, value in bucket.items() if key != "scoring"}
+    return scores
 
 
 def format_split_scores(scores: dict[str, Any]) -> str:
     """The score table at the configuration's ks, under a line naming the configuration."""
     scoring = ScoringConfig(**scores["scoring"])
-    return f"scoring: {scoring.describe()}\n{format_scores(scores, scoring.ks)}"
+    lines = [f"scoring: {scoring.describe()}", format_scores(scores, scoring.ks)]
+    for name, bucket in scores.get("by_length", {}).items():
+        lines.append(f"{name:>7} sub-tokens: {bucket['num_docs']:5d} documents, F1@5 {bucket['F1@5']:.4f}, "
+                     f"F1@10 {bucket['F1@10']:.4f}")
+    return "\n".join(lines)
 
 
 def write_predictions(path: Path, predictions: Sequence[RankedPhrases]) -> None:
@@ -105,13 +130,15 @@ def evaluate_split(model: KeyphraseModel, documents: Sequence[DocumentFeatures],
     """Decode one split and, where it has references, score it (on rank 0)."""
     scoring = scoring_of(args, split)
     top_k = args.return_num or max(k for k in scoring.ks if isinstance(k, int))
+    pooling = PhrasePooling(getattr(args, "phrase_pooling", "max"))  # runs saved before it existed: max
     predictions = decode_documents(model, documents, runtime, args.per_gpu_test_batch_size, top_k,
-                                   pad_token_id, description=split)
+                                   pad_token_id, description=split, pooling=pooling)
     reference = config.reference_file(args, split)
     if not runtime.is_main or not reference.is_file():
         return None, predictions
     source = config.split_file(args, split) if args.present_only else None
-    return score_split(predictions, reference, scoring, source), predictions
+    doc_tokens = {doc.url: doc.doc_tokens for doc in documents}
+    return score_split(predictions, reference, scoring, source, doc_tokens), predictions
 
 
 def split_features(args: argparse.Namespace, split: str, tokenizer, options: FeatureOptions
@@ -173,8 +200,12 @@ def run(args: argparse.Namespace) -> int:
         seed_everything(args.seed)
         tokenizer = load_tokenizer(str(checkpoint))
         config.check_max_token_flag(args.max_token, str(checkpoint))
+        try:
+            documents = config.document_options(args.max_token, args.max_doc_tokens, args.window_overlap)
+        except ValueError as error:
+            raise SystemExit(f"error: --{error}") from None
         options = FeatureOptions(tokenizer=str(checkpoint), max_token=args.max_token,
-                                 max_phrase_words=int(kpe["max_phrase_words"]))
+                                 max_phrase_words=int(kpe["max_phrase_words"]), **documents)
         model = load_model(checkpoint, runtime.device)
         metrics: dict[str, Any] = {}
         for split in args.splits:

@@ -54,14 +54,16 @@ def tiny_config(kind: str = "bert", hidden: int = 32, layers: int = 2, heads: in
     return config
 
 
-def tiny_model(model_class: str, kind: str = "bert", seed: int = 0, max_phrase_words: int = 5, **config: Any):
+def tiny_model(model_class: str, kind: str = "bert", seed: int = 0, max_phrase_words: int = 5,
+               head_options: dict[str, Any] | None = None, **config: Any):
     """A seeded head over a tiny random encoder (in train mode, as built)."""
     import torch
 
     from bertkpe.models import build_model
 
     torch.manual_seed(seed)
-    return build_model(model_class, tiny_config(kind, **config), max_phrase_words=max_phrase_words)
+    return build_model(model_class, tiny_config(kind, **config), max_phrase_words=max_phrase_words,
+                       **(head_options or {}))
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,11 +19,13 @@ IGNORE_INDEX = -100
 
 @dataclass
 class Batch:
-    """A padded batch. B documents, T sub-tokens, W words, N n-gram lengths, P phrases."""
+    """A padded batch. B documents in R encoder windows of T sub-tokens, W words, N n-gram
+    lengths, P phrases. A document of one window has row b of the windows."""
 
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T)
-    word_starts: torch.Tensor  # (B, W) first sub-token of each word (0 on padding)
+    input_ids: torch.Tensor  # (R, T)
+    attention_mask: torch.Tensor  # (R, T)
+    word_windows: torch.Tensor  # (B, W) the window row each word's vector is read from (0 on padding)
+    word_starts: torch.Tensor  # (B, W) first sub-token of each word in that window (0 on padding)
     word_mask: torch.Tensor  # (B, W) bool
     phrase_grid: torch.Tensor  # (B, N, W) phrase id of each mention, -1 if none
     phrase_mask: torch.Tensor  # (B, P) bool
@@ -60,24 +62,31 @@ class Batch:
 def collate(documents: Sequence[DocumentFeatures], indices: Sequence[int] | None = None,
             pad_token_id: int = 0) -> Batch:
     size = len(documents)
-    max_tokens = max(len(doc.input_ids) for doc in documents)
+    num_windows = sum(doc.num_windows for doc in documents)
+    max_tokens = max(int(np.diff(doc.window_offsets).max()) for doc in documents)
     max_words = max(max(doc.num_words for doc in documents), 1)
     max_ngram = documents[0].phrase_grid.shape[0]
     max_phrases = max(max(doc.num_phrases for doc in documents), 1)
     max_gold = max(max(len(doc.gold_spans) for doc in documents), 1)
 
-    input_ids = np.full((size, max_tokens), pad_token_id, dtype=np.int64)
-    attention_mask = np.zeros((size, max_tokens), dtype=np.int64)
+    input_ids = np.full((num_windows, max_tokens), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((num_windows, max_tokens), dtype=np.int64)
+    word_windows = np.zeros((size, max_words), dtype=np.int64)
     word_starts = np.zeros((size, max_words), dtype=np.int64)
     word_mask = np.zeros((size, max_words), dtype=bool)
     phrase_grid = np.full((size, max_ngram, max_words), -1, dtype=np.int64)
     phrase_mask = np.zeros((size, max_phrases), dtype=bool)
     gold_spans = np.full((size, max_gold, 2), -1, dtype=np.int64)
     tag_labels = np.full((size, max_words), IGNORE_INDEX, dtype=np.int64)
+    window_row = 0
     for row, doc in enumerate(documents):
-        tokens, words = len(doc.input_ids), doc.num_words
-        input_ids[row, :tokens] = doc.input_ids
-        attention_mask[row, :tokens] = 1
+        words = doc.num_words
+        for index in range(doc.num_windows):
+            window = doc.window(index)
+            input_ids[window_row + index, :len(window)] = window
+            attention_mask[window_row + index, :len(window)] = 1
+        word_windows[row, :words] = doc.word_windows + window_row
+        window_row += doc.num_windows
         word_starts[row, :words] = doc.word_starts
         word_mask[row, :words] = True
         phrase_grid[row, :, :words] = doc.phrase_grid
@@ -86,26 +95,49 @@ def collate(documents: Sequence[DocumentFeatures], indices: Sequence[int] | None
         tag_labels[row, :words] = doc.tag_labels
     return Batch(
         input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
-        word_starts=torch.from_numpy(word_starts), word_mask=torch.from_numpy(word_mask),
+        word_windows=torch.from_numpy(word_windows), word_starts=torch.from_numpy(word_starts),
+        word_mask=torch.from_numpy(word_mask),
         phrase_grid=torch.from_numpy(phrase_grid), phrase_mask=torch.from_numpy(phrase_mask),
         gold_spans=torch.from_numpy(gold_spans), tag_labels=torch.from_numpy(tag_labels),
         indices=list(indices) if indices is not None else list(range(size)))
 
 
+def pack(order: Sequence[int], costs: Sequence[int] | None, budget: int) -> list[list[int]]:
+    """Consecutive runs of `order` whose costs add up to at most `budget` (a document that
+    costs more is a batch of its own); without costs, runs of `budget` documents."""
+    if costs is None:
+        return [list(order[start:start + budget]) for start in range(0, len(order), budget)]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    spent = 0
+    for index in order:
+        if current and spent + costs[index] > budget:
+            batches.append(current)
+            current, spent = [], 0
+        current.append(index)
+        spent += costs[index]
+    if current:
+        batches.append(current)
+    return batches
+
+
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator | None = None,
-                           bucket_batches: int = 50, shuffle: bool = True) -> list[list[int]]:
+                           bucket_batches: int = 50, shuffle: bool = True,
+                           windows: Sequence[int] | None = None) -> list[list[int]]:
     """Batches of similar length: shuffle, sort within buckets of `bucket_batches` batches,
     then shuffle the batches. Without shuffling, documents keep their order in batches
-    sorted by length (for decoding)."""
+    sorted by length (for decoding). With `windows` (encoder windows per document) a batch
+    holds at most `batch_size` windows instead of documents, so its memory is bounded
+    whatever the documents' lengths; documents of one window batch exactly as without."""
     if not shuffle:
         order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
-        return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        return pack(order, windows, batch_size)
     permutation = torch.randperm(len(lengths), generator=generator).tolist()
     bucket = batch_size * bucket_batches
     batches = []
     for start in range(0, len(permutation), bucket):
         chunk = sorted(permutation[start:start + bucket], key=lambda index: -lengths[index])
-        batches.extend(chunk[offset:offset + batch_size] for offset in range(0, len(chunk), batch_size))
+        batches.extend(pack(chunk, windows, batch_size))
     batch_order = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[index] for index in batch_order]
 
@@ -129,3 +161,7 @@ def iterate(documents: Sequence[DocumentFeatures], batches: Sequence[Sequence[in
 
 def token_lengths(documents: Sequence[DocumentFeatures]) -> np.ndarray:
     return np.fromiter((len(doc.input_ids) for doc in documents), dtype=np.int64, count=len(documents))
+
+
+def window_counts(documents: Sequence[DocumentFeatures]) -> list[int]:
+    return [doc.num_windows for doc in documents]

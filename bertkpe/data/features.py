@@ -3,6 +3,13 @@
 Everything Python-side that the models need is built here, once per document, and
 cached on disk; batching then only pads arrays.
 
+A document longer than one encoder window (`max_token` sub-tokens) is read up to
+`max_doc_tokens` sub-tokens as overlapping windows, each cut at word boundaries and
+wrapped in the encoder's special tokens. Every word takes its vector from the window in
+which it has the most context on both sides, so the heads see one word sequence for
+the whole document. With `max_doc_tokens == max_token` there is one window: exactly
+the original BERT-KPE truncation.
+
 Mentions (DESIGN.md) are kept in a *grid* of shape (N, W): row n-1 holds the n-grams
 of n words, column i the n-gram starting at word i. Reading the valid cells row by
 row gives the n-major mention layout. Each cell holds the mention's phrase id, or -1
@@ -30,7 +37,7 @@ from bertkpe.data.matching import NO_STEMMER, normalize_words
 
 logger = logging.getLogger("bertkpe")
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 PARALLEL_MIN_DOCUMENTS = 10_000
 TAGS = ("O", "B", "I", "E", "U")
 TAG_ID = {tag: index for index, tag in enumerate(TAGS)}
@@ -41,25 +48,43 @@ class FeatureOptions:
     """Every option that changes a document's features (and so the cache key)."""
 
     tokenizer: str
-    max_token: int = 510
+    max_token: int = 510  # sub-tokens per encoder window, special tokens excluded
     max_phrase_words: int = 5
     stemmer: str | None = None  # None: the stemmer each document was matched with
+    max_doc_tokens: int | None = None  # sub-tokens read per document; None: one window (truncation)
+    window_overlap: int = 128  # sub-tokens consecutive windows share
+
+    @property
+    def doc_tokens(self) -> int:
+        return self.max_doc_tokens if self.max_doc_tokens is not None else self.max_token
 
 
 @dataclass
 class DocumentFeatures:
     url: str
     words: list[str]  # the kept (possibly truncated) document words
-    input_ids: np.ndarray  # (T,) int64, with the encoder's special tokens
-    word_starts: np.ndarray  # (W,) int64, index of each word's first sub-token
+    input_ids: np.ndarray  # (T,) int64: the windows one after another, each with the encoder's special tokens
+    window_offsets: np.ndarray  # (K + 1,) int64: window k is input_ids[offsets[k]:offsets[k + 1]]
+    word_windows: np.ndarray  # (W,) int64: the window each word takes its vector from
+    word_starts: np.ndarray  # (W,) int64: the word's first sub-token, as a position in its window
     phrase_grid: np.ndarray  # (N, W) int64 phrase id of each mention, -1 if not a candidate
     phrase_first: np.ndarray  # (P, 2) int64 (start, length) of each phrase's first mention
     gold_spans: np.ndarray  # (G, 2) int64 inclusive (start, end) of present keyphrases, <= N words
     tag_labels: np.ndarray  # (W,) int64 BIOEU tag ids
+    words_cut: int = 0  # document words past max_doc_tokens, not read
+    gold_cut: int = 0  # gold keyphrase occurrences among them
+    doc_tokens: int = 0  # sub-tokens of the whole document, read or not
 
     @property
     def num_words(self) -> int:
         return int(self.word_starts.shape[0])
+
+    @property
+    def num_windows(self) -> int:
+        return int(self.window_offsets.shape[0]) - 1
+
+    def window(self, index: int) -> np.ndarray:
+        return self.input_ids[self.window_offsets[index]:self.window_offsets[index + 1]]
 
     @property
     def num_phrases(self) -> int:
@@ -97,7 +122,16 @@ def load_tokenizer(name_or_path: str):
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **kwargs)
     if not tokenizer.is_fast:
         raise ValueError(f"{name_or_path}: bertkpe needs a fast (Rust) tokenizer to map words to sub-tokens")
+    quiet_length_warning(tokenizer)
     return tokenizer
+
+
+def quiet_length_warning(tokenizer) -> None:
+    """Documents are tokenized whole and cut into encoder windows afterwards, so the
+    tokenizer's "longer than the maximum sequence length" warning does not apply."""
+    warned = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(warned, dict):
+        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
 
 
 def special_tokens_around(tokenizer) -> tuple[np.ndarray, np.ndarray]:
@@ -194,46 +228,101 @@ def tag_labels_for(gold_spans: np.ndarray, num_words: int) -> np.ndarray:
     return tags
 
 
+def window_bounds(word_starts: np.ndarray, num_tokens: int, size: int, overlap: int) -> np.ndarray:
+    """(K, 2) sub-token [start, end) of overlapping windows of at most `size` sub-tokens.
+
+    Windows start and end where a word starts, so no word is split between two, and
+    each starts at the first word boundary at least `overlap` sub-tokens before the end
+    of the previous one. Only a single word longer than a window is cut inside.
+    """
+    if num_tokens <= size:
+        return np.array([[0, num_tokens]], dtype=np.int64)
+    boundaries = np.union1d(word_starts[word_starts < num_tokens], [0])
+    bounds = []
+    start = 0
+    while True:
+        if start + size >= num_tokens:
+            bounds.append((start, num_tokens))
+            break
+        inside = boundaries[(boundaries > start) & (boundaries <= start + size)]
+        end = int(inside[-1]) if len(inside) else start + size
+        bounds.append((start, end))
+        following = boundaries[(boundaries >= max(end - overlap, start + 1)) & (boundaries <= end)]
+        start = int(following[0]) if len(following) else end
+    return np.array(bounds, dtype=np.int64)
+
+
+def choose_windows(bounds: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """For each word with sub-tokens [first, last], the window where it has the most context
+    on both sides (the least of the sub-tokens before it and after it in the window);
+    the earliest on a tie."""
+    starts, ends = bounds[:, :1], bounds[:, 1:]
+    holds = (starts <= first[None]) & (first[None] < np.maximum(ends, starts + 1))
+    context = np.minimum(first[None] - starts, ends - 1 - last[None])
+    return np.argmax(np.where(holds, context, np.iinfo(np.int64).min), axis=0).astype(np.int64)
+
+
 def build_features(records: Sequence[dict[str, Any]], tokenizer, options: FeatureOptions
                    ) -> list[DocumentFeatures]:
     """Features for a chunk of preprocessed records, tokenized in one batched call."""
-    # A word is at least one sub-token, so no more than max_token words can fit.
-    word_lists = [list(record["doc_words"][:options.max_token]) for record in records]
+    doc_tokens = options.doc_tokens
+    # A word is at least one sub-token, so no more than doc_tokens words can fit.
+    word_lists = [list(record["doc_words"][:doc_tokens]) for record in records]
     encoded = tokenizer(word_lists, is_split_into_words=True, add_special_tokens=False,
                         return_attention_mask=False, return_token_type_ids=False)
     prefix, suffix = special_tokens_around(tokenizer)
+    # The length of a document cut at doc_tokens counts its unread words too (tokenized
+    # only for those documents), so results can be told apart by true document length.
+    cut = [index for index, record in enumerate(records) if len(record["doc_words"]) > len(word_lists[index])
+           or len(encoded["input_ids"][index]) > doc_tokens]
+    full_lengths = dict(zip(cut, map(len, tokenizer(
+        [list(records[index]["doc_words"]) for index in cut], is_split_into_words=True, add_special_tokens=False,
+        return_attention_mask=False, return_token_type_ids=False)["input_ids"]))) if cut else {}
     features = []
     for index, (record, words) in enumerate(zip(records, word_lists)):
         token_ids = np.asarray(encoded["input_ids"][index], dtype=np.int64)
         word_of_token = np.asarray(encoded.word_ids(index), dtype=np.int64)
         num_words = len(words)
-        if len(token_ids) > options.max_token:
-            # Keep whole words only: cut before the word that crosses max_token.
-            num_words = int(word_of_token[options.max_token])
+        if len(token_ids) > doc_tokens:
+            # Keep whole words only: cut before the word that crosses doc_tokens.
+            num_words = int(word_of_token[doc_tokens])
             keep = word_of_token < num_words
             token_ids, word_of_token = token_ids[keep], word_of_token[keep]
         words = words[:num_words]
-        # First sub-token of each word; a word the tokenizer dropped (no sub-token)
+        num_tokens = len(token_ids)
+        # First and last sub-token of each word; a word the tokenizer dropped (no sub-token)
         # points at the next word's start and is excluded from candidates.
-        first = np.full(num_words + 1, len(token_ids), dtype=np.int64)
-        np.minimum.at(first, word_of_token, np.arange(len(token_ids)))
-        covered = first[:num_words] < len(token_ids)
+        first = np.full(num_words + 1, num_tokens, dtype=np.int64)
+        np.minimum.at(first, word_of_token, np.arange(num_tokens))
+        covered = first[:num_words] < num_tokens
         first = np.minimum.accumulate(first[::-1])[::-1][:num_words]
-        word_starts = np.minimum(first, max(len(token_ids) - 1, 0)) + len(prefix)
-        input_ids = np.concatenate([prefix, token_ids, suffix])
+        last = np.full(num_words, -1, dtype=np.int64)
+        np.maximum.at(last, word_of_token, np.arange(num_tokens))
+        first = np.minimum(first, max(num_tokens - 1, 0))
+        last = np.maximum(last, first)
+        bounds = window_bounds(first, num_tokens, options.max_token, options.window_overlap)
+        word_windows = choose_windows(bounds, first, last)
+        word_starts = first - bounds[word_windows, 0] + len(prefix)
+        windows = [np.concatenate([prefix, token_ids[start:end], suffix]) for start, end in bounds]
+        window_offsets = np.cumsum([0] + [len(window) for window in windows], dtype=np.int64)
+        input_ids = np.concatenate(windows)
 
         stemmer = options.stemmer or record.get("stemmer") or NO_STEMMER
         normalized = normalize_words(words, stemmer)
         candidate = covered & np.fromiter((has_alnum(word) for word in words), dtype=bool, count=num_words)
         phrase_grid, phrase_first = phrase_ids_for(normalized, candidate, options.max_phrase_words)
-        spans = [(start, end) for occurrences in record.get("start_end_pos", [])
-                 for start, end in occurrences
+        occurrences = [(start, end) for spans in record.get("start_end_pos", []) for start, end in spans]
+        spans = [(start, end) for start, end in occurrences
                  if end < num_words and end - start < options.max_phrase_words]
         gold_spans = np.asarray(sorted(set(spans)), dtype=np.int64).reshape(-1, 2)
         features.append(DocumentFeatures(
-            url=str(record["url"]), words=words, input_ids=input_ids, word_starts=word_starts,
+            url=str(record["url"]), words=words, input_ids=input_ids, window_offsets=window_offsets,
+            word_windows=word_windows, word_starts=word_starts,
             phrase_grid=phrase_grid, phrase_first=phrase_first, gold_spans=gold_spans,
-            tag_labels=tag_labels_for(gold_spans, num_words)))
+            tag_labels=tag_labels_for(gold_spans, num_words),
+            words_cut=len(record["doc_words"]) - num_words,
+            gold_cut=sum(end >= num_words for _, end in occurrences),
+            doc_tokens=full_lengths.get(index, num_tokens)))
     return features
 
 
@@ -312,6 +401,14 @@ def build_all(records: Sequence[dict[str, Any]], tokenizer, options: FeatureOpti
     return features
 
 
+def describe_cuts(features: Sequence[DocumentFeatures], options: FeatureOptions) -> str:
+    """What the `max_doc_tokens` cap left unread, for the log: never silent."""
+    cut = [doc for doc in features if doc.words_cut]
+    return (f"{len(cut)} of {len(features)} documents longer than {options.doc_tokens} sub-tokens were cut: "
+            f"{sum(doc.words_cut for doc in cut)} words and {sum(doc.gold_cut for doc in cut)} gold keyphrase "
+            f"occurrences not read")
+
+
 def load_features(path: str | os.PathLike, tokenizer, options: FeatureOptions,
                   cache_dir: str | os.PathLike | None = "data/cached_features",
                   workers: int | None = None) -> list[DocumentFeatures]:
@@ -327,13 +424,16 @@ def load_features(path: str | os.PathLike, tokenizer, options: FeatureOptions,
         if cache_file.exists():
             logger.info("loading cached features %s", cache_file)
             states = torch.load(cache_file, weights_only=True)
-            return [DocumentFeatures.from_state(state) for state in states]
+            features = [DocumentFeatures.from_state(state) for state in states]
+            logger.info("%s: %s", path.name, describe_cuts(features, options))
+            return features
     records = read_records(path)
     if workers is None:
         # One process builds 400-500 documents/s; below some thousands of documents,
         # forking workers and shipping results back costs about what the extra cores gain.
         workers = 1 if len(records) < PARALLEL_MIN_DOCUMENTS else min(os.cpu_count() or 1, 8)
     features = build_all(records, tokenizer, options, workers=workers, description=path.name)
+    logger.info("%s: %s", path.name, describe_cuts(features, options))
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as handle:

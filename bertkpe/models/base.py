@@ -48,8 +48,8 @@ class KeyphraseModel(nn.Module):
     """A keyphrase head over any Hugging Face encoder.
 
     The encoder gives one vector per sub-token; the word vector is that of the word's
-    first sub-token, gathered for the whole batch at once. Subclasses turn word
-    vectors into one score per mention and, given labels, a loss.
+    first sub-token (in the window chosen for it), gathered for the whole batch at once.
+    Subclasses turn word vectors into one score per mention and, given labels, a loss.
     """
 
     model_class: ClassVar[str]
@@ -66,9 +66,10 @@ class KeyphraseModel(nn.Module):
         self.dropout = nn.Dropout(self.dropout_rate)
 
     def word_vectors(self, batch: Batch) -> torch.Tensor:
+        """(B, W, H): every window of the batch is encoded at once, then each word's vector
+        is read from its own window, so a document's words form one sequence again."""
         hidden = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        index = batch.word_starts.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        return self.dropout(torch.gather(hidden, 1, index))
+        return self.dropout(hidden[batch.word_windows, batch.word_starts])
 
     def forward(self, batch: Batch, compute_loss: bool = False) -> ModelOutput:
         return self.head(self.word_vectors(batch), batch, compute_loss)

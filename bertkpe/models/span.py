@@ -10,37 +10,61 @@ from torch.nn import functional as F
 from bertkpe.data.batching import Batch
 from bertkpe.models.base import KeyphraseModel, ModelOutput
 
+STARTS_PER_BLOCK = 256
+
 
 class Bert2Span(KeyphraseModel):
     """Mention (i..j) score = P_start(i) * P_end(j | i).
 
-    P_end(. | i) is a single-head attention from word i over the words j >= i.
+    P_end(. | i) is a single-head attention from word i over the words j >= i, up to
+    `span_end_window` words ahead. The attention is computed by blocks of starts, each
+    against the keys its rows can reach, so memory grows linearly with the document
+    instead of with its square. A document of at most `span_end_window` words (every
+    single-window document: a window holds at most 510 words) gets exactly the
+    attention over all j >= i of the original head.
     """
 
     model_class = "bert2span"
+    head_options = ("span_end_window",)
 
-    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5, span_end_window: int = 512):
         super().__init__(encoder, max_phrase_words)
+        self.span_end_window = span_end_window
         self.start_classifier = nn.Linear(self.hidden_size, 2)
         self.end_query = nn.Linear(self.hidden_size, self.hidden_size)
         self.end_key = nn.Linear(self.hidden_size, self.hidden_size)
 
     def end_log_probs(self, words: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
-        """(B, W, W) log P_end(j | i): row i is a distribution over j >= i."""
-        scores = self.end_query(words) @ self.end_key(words).transpose(1, 2) / math.sqrt(self.hidden_size)
-        num_words = words.shape[1]
-        ahead = torch.ones(num_words, num_words, dtype=torch.bool, device=words.device).triu()
-        allowed = ahead[None] & word_mask[:, None, :]
-        scores = scores.float().masked_fill(~allowed, torch.finfo(torch.float32).min)
-        return F.log_softmax(scores, dim=-1)
+        """(B, W, N) log P_end(i + n | i) for n = 0..N-1 (the ends a mention can have)."""
+        batch_size, num_words, _ = words.shape
+        reach, ngram = self.span_end_window, self.max_phrase_words
+        queries = self.end_query(words)
+        # N padding keys at the end, so every start can gather N ends
+        keys = F.pad(self.end_key(words), (0, 0, 0, ngram))
+        key_mask = F.pad(word_mask, (0, ngram))
+        blocks = []
+        for first in range(0, num_words, STARTS_PER_BLOCK):
+            starts = torch.arange(first, min(first + STARTS_PER_BLOCK, num_words), device=words.device)
+            last_key = min(num_words, int(starts[-1]) + reach)
+            span = torch.arange(first, max(last_key, int(starts[-1]) + ngram), device=words.device)
+            scores = queries[:, starts] @ keys[:, span].transpose(1, 2) / math.sqrt(self.hidden_size)
+            scores = scores.float()  # (B, starts, keys)
+            ahead = span[None, :] - starts[:, None]  # j - i
+            reachable = (ahead >= 0) & (ahead < reach) & (span[None, :] < num_words)
+            allowed = reachable[None] & key_mask[:, span][:, None, :]
+            scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
+            normalizer = torch.logsumexp(scores, dim=-1, keepdim=True)
+            end_columns = (starts - first)[:, None] + torch.arange(ngram, device=words.device)[None]
+            ends = torch.gather(scores, 2, end_columns[None].expand(batch_size, -1, -1))
+            blocks.append(ends - normalizer)
+        if not blocks:
+            return words.new_zeros(batch_size, 0, ngram, dtype=torch.float32)
+        return torch.cat(blocks, dim=1)
 
     def head(self, words: torch.Tensor, batch: Batch, compute_loss: bool) -> ModelOutput:
         start_log_probs = F.log_softmax(self.start_classifier(words).float(), dim=-1)  # (B, W, 2)
-        end_log_probs = self.end_log_probs(words, batch.word_mask)  # (B, W, W)
-        num_words = words.shape[1]
-        ends = self.ngram_positions(num_words, words.device).clamp(max=num_words - 1)  # (N, W)
-        end_index = ends.T.unsqueeze(0).expand(words.shape[0], -1, -1)  # (B, W, N)
-        mention_log_probs = start_log_probs[..., 1:2] + torch.gather(end_log_probs, 2, end_index)
+        end_log_probs = self.end_log_probs(words, batch.word_mask)  # (B, W, N)
+        mention_log_probs = start_log_probs[..., 1:2] + end_log_probs
         mention_scores = mention_log_probs.exp().transpose(1, 2)  # (B, N, W)
         mention_scores = mention_scores.masked_fill(~batch.mention_mask, float("-inf"))
         loss = None
@@ -50,6 +74,7 @@ class Bert2Span(KeyphraseModel):
             spans = batch.gold_spans[doc, gold]
             start_labels[doc, spans[:, 0]] = 1
             start_loss = F.nll_loss(start_log_probs[batch.word_mask], start_labels[batch.word_mask])
-            end_loss = -end_log_probs[doc, spans[:, 0], spans[:, 1]].mean() if len(doc) else start_loss * 0
+            end_loss = -end_log_probs[doc, spans[:, 0], spans[:, 1] - spans[:, 0]].mean() if len(doc) \
+                else start_loss * 0
             loss = start_loss + end_loss
         return ModelOutput(mention_scores, loss)
