@@ -11,11 +11,12 @@ import unicodedata
 
 import pytest
 
-from helpers import default_tokenizer, find_spans, normalize, tiny_model
+from helpers import default_tokenizer, featurize, find_spans, make_record, normalize, tiny_model
 
 from bertkpe import KeyphraseExtractor
 from bertkpe.data.sources import _clean_text, _clean_text_positions
 from bertkpe.dataset_classes import get_span_splitter, get_word_splitter, locate_words, whitespace_split_spans
+from bertkpe.extractor import occurrence_offsets
 
 SPLITTERS = ("whitespace", "kp20k", "liaad")
 STEMMER = {"whitespace": "none", "kp20k": "porter", "liaad": "porter"}
@@ -152,11 +153,16 @@ def test_punctuation_inside_phrases(model):
     assert [text[start:end] for start, end in liaad["Timor-Leste"]] == ["Timor-Leste", "timor-leste"]
 
 
-def test_offsets_only_for_the_words_the_model_saw(model):
+def test_offsets_only_for_the_words_the_model_saw():
     text = "alpha beta gamma delta epsilon zeta alpha beta"
-    located = extractor(model, "whitespace", max_token=4).extract(text, top_k=100, offsets=True)
-    assert located and all(end <= len("alpha beta gamma delta") for _, _, offsets in located for _, end in offsets)
-    assert dict((phrase, offsets) for phrase, _, offsets in located)["alpha beta"] == [[0, 10]]
+    spans = whitespace_split_spans(text)
+    (document,) = featurize([make_record([word for word, _, _ in spans])], max_token=4)
+    assert document.num_words == 4  # cut at 4 sub-tokens: the second "alpha beta" is unseen
+    phrase_ids = list(range(document.num_phrases))
+    found = occurrence_offsets(document, phrase_ids, [(start, end) for _, start, end in spans])
+    by_phrase = {" ".join(document.phrase_words(phrase_id)): offsets for phrase_id, offsets in zip(phrase_ids, found)}
+    assert by_phrase["alpha beta"] == [[0, 10]] and by_phrase["gamma delta"] == [[11, 22]]
+    assert all(end <= len("alpha beta gamma delta") for offsets in found for _, end in offsets)
 
 
 def test_offsets_for_batches_custom_splitters_and_pre_split_words(model):
