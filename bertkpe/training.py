@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -46,6 +47,40 @@ class TrainState:
     batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
     best_score: float = -1.0
     best_step: int = -1
+
+
+@dataclass(frozen=True)
+class ScheduledStep:
+    """One optimizer step's micro-batches (lists of document indices), the epoch they come
+    from and the position of the first in it. `group_size` divides each loss: it is the
+    size of the whole accumulation group, also where a resumed run starts inside one."""
+
+    epoch: int
+    first_position: int
+    micro_batches: list[list[int]]
+    group_size: int
+
+    @property
+    def end_position(self) -> int:
+        """Micro-batches of the epoch consumed once this step is done."""
+        return self.first_position + len(self.micro_batches)
+
+
+def step_schedule(epoch_micro_batches: Callable[[int], list[list[int]]], accumulation: int, epoch: int,
+                  position: int) -> Iterator[ScheduledStep]:
+    """The optimizer steps, without end, from micro-batch `position` of `epoch` on: each
+    epoch's micro-batches in groups of `accumulation`, the last group of an epoch taking
+    what is left. The one place micro-batches are formed, with `epoch_micro_batches`, and
+    only when an epoch's first step is asked for."""
+    while True:
+        micro_batches = epoch_micro_batches(epoch)
+        for group_start in range(0, len(micro_batches), accumulation):
+            group_end = min(group_start + accumulation, len(micro_batches))
+            if group_end <= position:
+                continue  # taken before the run was resumed
+            first = max(group_start, position)
+            yield ScheduledStep(epoch, first, micro_batches[first:group_end], group_end - group_start)
+        epoch, position = epoch + 1, 0
 
 
 def trainable(documents: Sequence[DocumentFeatures], model_class: str) -> tuple[list[DocumentFeatures], int]:
@@ -235,7 +270,8 @@ class Trainer:
         save_checkpoint(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
                         training_state)
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
+    def epoch_micro_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's micro-batches of one epoch, shuffled by the seed and the epoch alone."""
         generator = torch.Generator().manual_seed(self.args.seed + epoch)
         batches = length_grouped_batches(self.train_lengths, self.args.per_gpu_train_batch_size, generator)
         return shard(batches, self.runtime.rank, self.runtime.world_size)
@@ -278,76 +314,92 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return float(grad_norm)
 
+    def evaluate_or_save(self, moment: Literal["step", "epoch_end", "training_end"]) -> None:
+        """What a moment of training leaves on disk. A dev evaluation (which keeps the best
+        checkpoint and rewrites `last/`) every `--eval_every` steps and at each epoch's end,
+        once where the two meet; otherwise `last/` every `--save_every` steps. The last step
+        is evaluated once, as the final evaluation; without dev data its weights are `best/`."""
+        args, state = self.args, self.state
+        evaluated_at_step = bool(args.eval_every) and state.step % args.eval_every == 0
+        if moment == "training_end":
+            self.evaluate("final")
+            if args.no_eval and self.runtime.is_main:
+                save_checkpoint(self.run_dir / "best", self.model, self.tokenizer, self.checkpoint_options())
+        elif moment == "epoch_end":
+            if not evaluated_at_step:
+                self.evaluate(f"epoch_{state.epoch}")
+        elif state.step < self.total_steps:
+            if evaluated_at_step:
+                self.evaluate(f"step_{state.step}")
+            elif args.save_every and state.step % args.save_every == 0:
+                self.save_last()
+
+    def forward_backward(self, indices: list[int], position: int, group_size: int, last_of_step: bool) -> float:
+        """One micro-batch's loss, and its gradients added to the step's. DDP all-reduces at
+        the step's last micro-batch only; a loss that is not finite on any rank stops every
+        rank before that all-reduce, where the others would wait for it."""
+        runtime = self.runtime
+        batch = collate([self.train_docs[i] for i in indices], indices, self.pad_token_id).to(runtime.device)
+        sync = contextlib.nullcontext()
+        if runtime.distributed and not last_of_step:
+            sync = self.ddp_model.no_sync()
+        with sync:
+            with runtime.autocast():
+                loss = self.ddp_model(batch, compute_loss=True).loss
+            loss_value = float(loss.detach())  # the one device sync of the micro-batch
+            failed = runtime.ranks_where(not math.isfinite(loss_value))
+            if failed:
+                where = f" on rank(s) {failed}" if runtime.distributed else ""
+                raise FloatingPointError(f"loss is not finite{where} at step {self.state.step}, micro-batch {position}"
+                                         f"; this process: loss {loss_value} on documents {batch.indices}")
+            self.scaler.scale(loss / group_size).backward()
+        return loss_value
+
     def train(self) -> None:
+        """The step budget, one scheduled step at a time. An epoch's end is taken when the
+        next epoch's first step comes: a run resumed from a `last/` saved at an epoch's last
+        step still ends that epoch, and a budget that ends with an epoch goes straight to the
+        final evaluation."""
         args, runtime, state = self.args, self.runtime, self.state
-        accumulation = args.gradient_accumulation_steps
         logger.info("training %s on %d documents: %d optimizer steps (%d per epoch; budget: %s), effective batch %d "
                     "= micro-batch %d x accumulation %d x %d process(es), %s", args.model_class, len(self.train_docs),
                     self.total_steps, self.steps_per_epoch, self.budget_source,
-                    effective_batch(args, runtime.world_size), args.per_gpu_train_batch_size, accumulation,
-                    runtime.world_size, f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
+                    effective_batch(args, runtime.world_size), args.per_gpu_train_batch_size,
+                    args.gradient_accumulation_steps, runtime.world_size,
+                    f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
         self.ddp_model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                         disable=not runtime.is_main)
         running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
-        while state.step < self.total_steps:
-            batches = self.epoch_batches(state.epoch)
-            for index in range(state.batch_in_epoch, len(batches)):
-                group_start = index - index % accumulation
-                group_size = min(accumulation, len(batches) - group_start)
-                last_of_group = index == group_start + group_size - 1
-                batch = collate([self.train_docs[i] for i in batches[index]], batches[index],
-                                self.pad_token_id).to(runtime.device)
-                sync = contextlib.nullcontext()
-                if runtime.distributed and not last_of_group:
-                    sync = self.ddp_model.no_sync()
-                with sync:
-                    with runtime.autocast():
-                        loss = self.ddp_model(batch, compute_loss=True).loss
-                    loss_value = float(loss.detach())  # the one device sync of the micro-batch
-                    failed = runtime.ranks_where(not math.isfinite(loss_value))
-                    if failed:
-                        where = f" on rank(s) {failed}" if runtime.distributed else ""
-                        raise FloatingPointError(f"loss is not finite{where} at step {state.step}, micro-batch {index}"
-                                                 f"; this process: loss {loss_value} on documents {batch.indices}")
-                    self.scaler.scale(loss / group_size).backward()
+        schedule = step_schedule(self.epoch_micro_batches, args.gradient_accumulation_steps, state.epoch,
+                                 state.batch_in_epoch)
+        for scheduled in itertools.islice(schedule, max(self.total_steps - state.step, 0)):
+            if scheduled.epoch != state.epoch:  # the step before ended an epoch
+                state.epoch, state.batch_in_epoch = scheduled.epoch, 0
+                self.evaluate_or_save("epoch_end")
+            for position, indices in enumerate(scheduled.micro_batches, scheduled.first_position):
+                loss_value = self.forward_backward(indices, position, scheduled.group_size,
+                                                   last_of_step=position == scheduled.end_position - 1)
                 running_loss += loss_value
                 running_count += 1
-                if not last_of_group:
-                    continue
-                grad_norm = self.optimizer_step()
-                state.step += 1
-                state.batch_in_epoch = index + 1
-                progress.update(1)
-                progress.set_postfix(loss=f"{running_loss / running_count:.4f}", epoch=state.epoch)
-                if self.writer is not None:
-                    self.writer.add_scalar("train/loss", loss_value, state.step)
-                    self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], state.step)
-                    self.writer.add_scalar("train/grad_norm", grad_norm, state.step)
-                if state.step % args.display_iter == 0 or state.step == self.total_steps:
-                    seconds_per_step = (time.perf_counter() - started) / max(state.step - logged_step, 1)
-                    logger.info("step %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step)", state.step, self.total_steps,
-                                state.epoch, running_loss / running_count, self.scheduler.get_last_lr()[0],
-                                seconds_per_step)
-                    running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
-                if state.step >= self.total_steps:
-                    break
-                if args.eval_every and state.step % args.eval_every == 0:
-                    self.evaluate(f"step_{state.step}")
-                elif args.save_every and state.step % args.save_every == 0:
-                    self.save_last()
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                evaluated = bool(args.eval_every) and state.step % args.eval_every == 0  # at this very step
-                if state.step < self.total_steps and not evaluated:
-                    self.evaluate(f"epoch_{state.epoch}")
-                continue
-            break
+            grad_norm = self.optimizer_step()
+            state.step += 1
+            state.batch_in_epoch = scheduled.end_position
+            progress.update(1)
+            progress.set_postfix(loss=f"{running_loss / running_count:.4f}", epoch=state.epoch)
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss_value, state.step)
+                self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], state.step)
+                self.writer.add_scalar("train/grad_norm", grad_norm, state.step)
+            if state.step % args.display_iter == 0 or state.step == self.total_steps:
+                seconds_per_step = (time.perf_counter() - started) / max(state.step - logged_step, 1)
+                logger.info("step %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step)", state.step, self.total_steps,
+                            state.epoch, running_loss / running_count, self.scheduler.get_last_lr()[0],
+                            seconds_per_step)
+                running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
+            self.evaluate_or_save("step")
         progress.close()
-        self.evaluate("final")
-        if args.no_eval and runtime.is_main:
-            save_checkpoint(self.run_dir / "best", self.model, self.tokenizer, self.checkpoint_options())
+        self.evaluate_or_save("training_end")
         if self.writer is not None:
             self.writer.close()
 
