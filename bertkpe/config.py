@@ -91,7 +91,8 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime")
     group.add_argument("--output_dir", default="results", help="each run writes a folder here")
     group.add_argument("--run_name", default=None, help="run folder name (default: dataset_model_time)")
-    group.add_argument("--per_gpu_test_batch_size", type=int, default=32, help="documents per decoding batch")
+    group.add_argument("--per_gpu_test_batch_size", type=int, default=32,
+                       help="encoder windows per decoding batch (documents, for documents of one window)")
     group.add_argument("--return_num", type=int, default=None,
                        help="phrases kept per document (default: the largest k scored, 5 or 10)")
     group.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler (CUDA only)")
@@ -154,7 +155,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                                 f"{kind.reference_train_steps} for {name}" for name, kind in DATASET_CLASSES.items()
                                 if kind.reference_train_steps) + "; 10 epochs for the others)")
     group.add_argument("--max_train_epochs", type=float, default=None, help="train for this many epochs instead")
-    group.add_argument("--per_gpu_train_batch_size", type=int, default=8, help="documents per micro-batch")
+    group.add_argument("--per_gpu_train_batch_size", type=int, default=8,
+                       help="encoder windows per micro-batch: documents, for documents of one window "
+                            "(a longer document is a micro-batch of its own)")
     group.add_argument("--gradient_accumulation_steps", type=int, default=8,
                        help="micro-batches per optimizer step (8 x 8 = the paper's batch of 64)")
     group.add_argument("--learning_rate", type=float, default=5e-5)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from bertkpe import config
 from bertkpe.checkpoints import (load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
-from bertkpe.data.batching import collate, length_grouped_batches, shard, token_lengths
+from bertkpe.data.batching import collate, length_grouped_batches, shard, token_lengths, window_counts
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
 from bertkpe.evaluation import evaluate_split, format_split_scores, split_features, write_json, write_predictions
@@ -195,17 +195,19 @@ class Trainer:
         self.encoder_name = encoder_of(args)
         self.tokenizer = load_tokenizer(self.encoder_name)
         self.pad_token_id = self.tokenizer.pad_token_id or 0
+        # a run saved before whole documents were read keeps reading one window
+        documents = config.document_options(args.max_token, getattr(args, "max_doc_tokens", args.max_token),
+                                             getattr(args, "window_overlap", None))
         self.feature_options = FeatureOptions(tokenizer=self.encoder_name, max_token=args.max_token,
-                                              max_phrase_words=args.max_phrase_words)
+                                              max_phrase_words=args.max_phrase_words, **documents)
         self.load_data()
         seed_everything(args.seed)
         self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words).to(runtime.device)
         head_lr = args.head_learning_rate or args.learning_rate
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
                                                             args.weight_decay))
-        micro_batches = math.ceil(math.ceil(len(self.train_docs) / args.per_gpu_train_batch_size)
-                                  / runtime.world_size)
-        self.steps_per_epoch = math.ceil(micro_batches / args.gradient_accumulation_steps)
+        # micro-batches hold windows, so their number depends on the documents' lengths
+        self.steps_per_epoch = math.ceil(len(self.epoch_micro_batches(0)) / args.gradient_accumulation_steps)
         self.total_steps, self.budget_source = total_train_steps(args, self.steps_per_epoch, runtime.world_size)
         from transformers import get_linear_schedule_with_warmup
         self.scheduler = get_linear_schedule_with_warmup(
@@ -233,11 +235,13 @@ class Trainer:
         if runtime.is_main:
             runtime.barrier()
         logger.info("training documents: %d usable, %d skipped (no present keyphrase, or no negative phrase, "
-                    "left after truncation to %d sub-tokens)", len(self.train_docs), skipped, args.max_token)
+                    "left in the first %d sub-tokens)", len(self.train_docs), skipped,
+                    self.feature_options.doc_tokens)
         if not self.train_docs:
             raise SystemExit("error: no usable training document")
         self.stemmer = config.data_stemmer(config.split_file(args, "train"))
         self.train_lengths = token_lengths(self.train_docs).tolist()
+        self.train_windows = window_counts(self.train_docs)
 
     def checkpoint_options(self) -> dict[str, Any]:
         args = self.args
@@ -271,9 +275,13 @@ class Trainer:
                         training_state)
 
     def epoch_micro_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's micro-batches of one epoch, shuffled by the seed and the epoch alone."""
+        """This rank's micro-batches of one epoch, shuffled by the seed and the epoch alone. A
+        micro-batch holds at most --per_gpu_train_batch_size encoder windows (a document
+        longer than that is a micro-batch of its own, all its windows in one step), so
+        memory is bounded by the flags, not by the corpus."""
         generator = torch.Generator().manual_seed(self.args.seed + epoch)
-        batches = length_grouped_batches(self.train_lengths, self.args.per_gpu_train_batch_size, generator)
+        batches = length_grouped_batches(self.train_lengths, self.args.per_gpu_train_batch_size, generator,
+                                         windows=self.train_windows)
         return shard(batches, self.runtime.rank, self.runtime.world_size)
 
     def evaluate(self, tag: str) -> None:
@@ -450,6 +458,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         args, run_dir, resume_from = prepare_run_dir(args, runtime)
         config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
+        try:
+            config.document_options(args.max_token, getattr(args, "max_doc_tokens", args.max_token),
+                                    getattr(args, "window_overlap", None))
+        except ValueError as error:
+            raise SystemExit(f"error: --{error}") from None
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
         if runtime.is_main:

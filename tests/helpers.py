@@ -147,7 +147,8 @@ def train_argv(setup, run_name: str, *extra: str, model_class: str = "bert2joint
             "--cached_features_dir", str(setup["cache"]), "--feature_workers", "1",
             "--pretrain_model_type", str(setup["encoder"]), "--model_class", model_class,
             "--output_dir", str(output_dir or setup["runs"]), "--run_name", run_name, "--no_cuda",
-            "--max_token", "96", "--per_gpu_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+            "--max_token", "96", "--max_doc_tokens", "96", "--per_gpu_train_batch_size", "4",
+            "--gradient_accumulation_steps", "1",
             "--per_gpu_test_batch_size", "8", "--display_iter", "1", *extra]
 
 

@@ -73,7 +73,7 @@ def test_a_french_corpus_is_trained_and_scored_with_the_french_stemmer(setup, fi
     tested = tmp_path / "tested"
     assert run_command("test", ["--eval_checkpoint", str(run / "best"), "--preprocess_folder", str(data),
                                 "--cached_features_dir", str(setup["cache"]), "--no_cuda",
-                                "--output_dir", str(tested), "--run_name", "t"]) == 0
+                                "--output_dir", str(tested), "--run_name", "t", "--max_doc_tokens", "96"]) == 0
     tested_metrics = json.loads((tested / "t" / "metrics.json").read_text())
     assert tested_metrics["eval"] == metrics["eval"]  # the dataset class and name came from the checkpoint
 

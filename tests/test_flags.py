@@ -14,7 +14,7 @@ from bertkpe.cli import run_command
 from bertkpe.training import total_train_steps
 from helpers import ROOT, read_jsonl, train_argv
 
-QUICK = ("--no-test_after_training", "--no_eval", "--max_token", "48")
+QUICK = ("--no-test_after_training", "--no_eval", "--max_token", "48", "--max_doc_tokens", "48")
 
 
 def budget(dataset_class: str, batch: int, accumulation: int, world_size: int = 1, **flags) -> tuple[int, str]:

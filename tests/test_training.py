@@ -310,7 +310,7 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path):
 
 def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
     run = tmp_path / "run"
-    base = ["--no-test_after_training", "--no_eval", "--max_token", "48", "--bf16"]
+    base = ["--no-test_after_training", "--no_eval", "--max_token", "48", "--max_doc_tokens", "48", "--bf16"]
     assert run_command("train", train_argv(setup, "run", "--max_train_steps", "2", *base, model_class="bert2tag",
                                            output_dir=tmp_path)) == 0
     assert budget_of(run) == (2, 2)
@@ -323,7 +323,7 @@ def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
 
 def test_a_run_name_in_use_is_refused_not_appended_to(setup, tmp_path):
     argv = train_argv(setup, "run", "--max_train_steps", "1", "--no-test_after_training", "--no_eval",
-                      "--max_token", "48", model_class="bert2tag", output_dir=tmp_path)
+                      "--max_token", "48", "--max_doc_tokens", "48", model_class="bert2tag", output_dir=tmp_path)
     assert run_command("train", argv) == 0
     before = {path: path.stat().st_mtime_ns for path in (tmp_path / "run").rglob("*")}
     without_class = argv[:argv.index("--dataset_class")] + argv[argv.index("--dataset_class") + 2:]
@@ -403,7 +403,7 @@ def test_test_script_reproduces_dev_metrics(setup, evaluated_run, tmp_path):
     command = [sys.executable, str(ROOT / "scripts" / "test.py"), "--eval_checkpoint", str(run / "best"),
                "--dataset_class", "kp20k", "--preprocess_folder", str(setup["data"]),
                "--cached_features_dir", str(setup["cache"]), "--feature_workers", "1", "--no_cuda",
-               "--output_dir", str(tmp_path), "--run_name", "test"]
+               "--output_dir", str(tmp_path), "--run_name", "test", "--max_doc_tokens", "96"]  # as trained
     result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-4000:]
     out = tmp_path / "test"
@@ -432,7 +432,7 @@ def test_openkp_eval_has_predictions_only(setup, tmp_path):
     argv = ["--eval_checkpoint", str(run / "best"), "--dataset_class", "openkp",
             "--preprocess_folder", str(setup["data"]), "--cached_features_dir", str(setup["cache"]),
             "--feature_workers", "1", "--no_cuda", "--output_dir", str(tmp_path), "--run_name", "test",
-            "--per_gpu_test_batch_size", "8"]
+            "--per_gpu_test_batch_size", "8", "--max_doc_tokens", "96"]  # read as in training
     assert run_command("test", argv) == 0
     out = tmp_path / "test"
     metrics = json.loads((out / "metrics.json").read_text())

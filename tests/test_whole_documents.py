@@ -212,3 +212,27 @@ def test_document_pooling_weighs_frequency_and_first_position_in_long_documents(
     assert by_max.phrases == [["rare"], ["often"]]
     with pytest.raises(ValueError, match="'max' or 'document'"):
         PhrasePooling("mean")
+
+
+@pytest.mark.parametrize("model_class", ["bert2span", "bert2joint"])
+def test_long_documents_train_in_micro_batches_bounded_by_windows(setup, tmp_path, monkeypatch, model_class):
+    from bertkpe.cli import run_command
+    from bertkpe.models.base import KeyphraseModel
+    from helpers import train_argv
+
+    seen = []
+    forward = KeyphraseModel.forward
+
+    def recording_forward(self, batch, compute_loss=False):
+        if compute_loss:
+            seen.append((batch.input_ids.shape[0], len(batch.indices)))
+        return forward(self, batch, compute_loss)
+
+    monkeypatch.setattr(KeyphraseModel, "forward", recording_forward)
+    argv = train_argv(setup, "long", "--max_train_epochs", "1", "--no-test_after_training", model_class=model_class,
+                      output_dir=tmp_path) + ["--max_token", "32", "--max_doc_tokens", "4096", "--window_overlap", "8"]
+    assert run_command("train", argv) == 0
+    # micro-batches of at most 4 windows; a document of more windows is alone in its micro-batch
+    assert all(windows <= 4 or documents == 1 for windows, documents in seen), seen
+    assert max(windows for windows, _ in seen) > 4 and sum(documents for _, documents in seen) == 24
+    assert "0 of 24 documents longer than 4096 sub-tokens were cut" in (tmp_path / "long" / "train.log").read_text()
