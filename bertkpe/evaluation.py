@@ -138,7 +138,11 @@ def evaluate_split(model: KeyphraseModel, documents: Sequence[DocumentFeatures],
         return None, predictions
     source = config.split_file(args, split) if args.present_only else None
     doc_tokens = {doc.url: doc.doc_tokens for doc in documents}
-    return score_split(predictions, reference, scoring, source, doc_tokens), predictions
+    scores = score_split(predictions, reference, scoring, source, doc_tokens)
+    scores["unread"] = {"documents_cut": sum(doc.words_cut > 0 for doc in documents),
+                        "words": sum(doc.words_cut for doc in documents),
+                        "gold_occurrences": sum(doc.gold_cut for doc in documents)}
+    return scores, predictions
 
 
 def split_features(args: argparse.Namespace, split: str, tokenizer, options: FeatureOptions

@@ -6,6 +6,7 @@ and batches bounded by windows.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -236,3 +237,5 @@ def test_long_documents_train_in_micro_batches_bounded_by_windows(setup, tmp_pat
     assert all(windows <= 4 or documents == 1 for windows, documents in seen), seen
     assert max(windows for windows, _ in seen) > 4 and sum(documents for _, documents in seen) == 24
     assert "0 of 24 documents longer than 4096 sub-tokens were cut" in (tmp_path / "long" / "train.log").read_text()
+    evaluation = json.loads((tmp_path / "long" / "eval_history.jsonl").read_text().splitlines()[-1])
+    assert evaluation["unread"] == {"documents_cut": 0, "words": 0, "gold_occurrences": 0}
