@@ -22,22 +22,25 @@ occurrences of one phrase. Offsets count Unicode code points (Python `str` indic
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 
+from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, InputError, OutputError, RecordFile, extract_corpus,
+                            read_corpus)
 from bertkpe.data.batching import collate, length_grouped_batches
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features, encoder_token_limit, load_tokenizer
 from bertkpe.data.matching import NO_STEMMER
 from bertkpe.dataset_classes import (DATASET_CLASSES, DEFAULT_SPLITTER, WORD_SPLITTERS, WordSplitter,
                                      get_span_splitter, get_word_splitter)
 from bertkpe.decoding import rank_batch
+from bertkpe.html_page import HtmlPageWriter
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
+from bertkpe.runtime import Runtime, setup_runtime, teardown_runtime
 
 Keyphrases = list  # list[tuple[str, float]], or list[tuple[str, float, list[list[int]]]] with offsets
 WordOffsets = Sequence[tuple[int, int]]  # (start, end) of each word of a document in its text
@@ -220,109 +223,15 @@ class KeyphraseExtractor:
 
 # ----------------------------------------------------------------------------- command line
 
-
-class InputError(Exception):
-    """Bad input, reported as `error: FILE:LINE: reason` with exit code 2."""
-
-    def __init__(self, source: str, line: int | None, reason: str):
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {reason}")
+# The options that shape the output records: `--resume` requires the ones the output was written with.
+RECORD_OPTIONS = ["input", "format", "lines", "checkpoint", "word_splitter", "top_k", "batch_size", "chunk_size",
+                  "offsets"]
 
 
-STDIN = "-"
-
-
-def _source_name(source: str) -> str:
-    return "<stdin>" if source == STDIN else source
-
-
-def _expand_inputs(inputs: Sequence[str], suffix: str) -> list[str]:
-    """Files in the order given; a directory stands for its *suffix files, sorted by name."""
-    files = []
-    for source in inputs:
-        if source == STDIN:
-            files.append(source)
-            continue
-        path = Path(source)
-        if path.is_dir():
-            members = sorted(str(member) for member in path.iterdir() if member.is_file() and member.suffix == suffix)
-            if not members:
-                raise InputError(source, None, f"directory holds no {suffix} files")
-            files.extend(members)
-        elif path.is_file():
-            files.append(source)
-        else:
-            raise InputError(source, None, "no such file or directory")
-    return files
-
-
-def _read_bytes(source: str) -> bytes:
-    if source == STDIN:
-        return sys.stdin.buffer.read()
-    try:
-        return Path(source).read_bytes()
-    except OSError as error:
-        raise InputError(source, None, f"cannot read: {error.strerror or error}") from None
-
-
-def _decode(raw: bytes, source: str, line: int | None) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if line is None:  # a whole file: locate the line of the bad byte
-            line = raw.count(b"\n", 0, error.start) + 1
-        raise InputError(_source_name(source), line, f"not valid UTF-8 ({error.reason} at byte {error.start})") from None
-
-
-def _lines(data: bytes) -> list[bytes]:
-    """Lines of a file without their ends; a final newline does not start a new line."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
-
-
-def read_documents(inputs: Sequence[str], fmt: str = "text", lines: bool = False) -> list[tuple[Any, str]]:
-    """(id, text) of every document in the inputs; raises InputError on bad input.
-
-    ids: a JSON line's `id` if given, else the line number (1-based) for --lines and
-    jsonl ("FILE:LINE" when several files are read), else the file name.
-    """
-    files = _expand_inputs(inputs, ".jsonl" if fmt == "jsonl" else ".txt")
-    several = len(files) > 1
-    documents: list[tuple[Any, str]] = []
-    for source in files:
-        name = _source_name(source)
-        data = _read_bytes(source)
-
-        def line_id(number: int) -> Any:
-            return f"{name}:{number}" if several else number
-
-        if fmt == "jsonl":
-            for number, raw in enumerate(_lines(data), start=1):
-                text = _decode(raw, source, number)
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise InputError(name, number, f"not valid JSON ({error.msg}, column {error.colno})") from None
-                if not isinstance(record, dict):
-                    raise InputError(name, number, f"expected a JSON object, got {type(record).__name__}")
-                if "text" not in record:
-                    raise InputError(name, number, "the object has no 'text' field")
-                if not isinstance(record["text"], str):
-                    raise InputError(name, number, f"'text' must be a string, got {type(record['text']).__name__}")
-                documents.append((record["id"] if "id" in record else line_id(number), record["text"]))
-        elif lines:
-            for number, raw in enumerate(_lines(data), start=1):
-                documents.append((line_id(number), _decode(raw, source, number)))
-        else:
-            text = _decode(data, source, None)
-            documents.append((name, text[1:] if text.startswith("\ufeff") else text))
-    return documents
+def keyphrase_record(doc_id: Any, keyphrases: Keyphrases) -> dict:
+    """One output line, `{"id", "keyphrases": [[phrase, score], ...]}`: whatever else
+    `extract` returns for a keyphrase follows its score."""
+    return {"id": doc_id, "keyphrases": [list(keyphrase) for keyphrase in keyphrases]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -337,8 +246,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="text format: one document per line (default: one document per file)")
     parser.add_argument("--top_k", type=int, default=5, help="keyphrases per document")
     parser.add_argument("--batch_size", type=int, default=16, help="documents per forward pass")
+    parser.add_argument("--chunk_size", type=int, default=256,
+                        help="documents read, extracted (batched by length) and written together; bounds "
+                             "memory and what a killed run loses")
     parser.add_argument("--output", default=None, metavar="FILE", help="write JSON lines here (default: stdout)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an --output a stopped run left, after its last complete record")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--offsets", action="store_true",
+                        help="give each keyphrase a third field: [start, end] of each occurrence in the text "
+                             "(Python string indices)")
+    parser.add_argument("--html", default=None, metavar="PAGE",
+                        help="also write an HTML page of the documents with their keyphrases highlighted "
+                             "(implies --offsets)")
+    parser.add_argument("--skip_bad_lines", action="store_true",
+                        help="skip input lines that are not UTF-8, not JSON or have no string 'text', listing "
+                             "them in OUTPUT.bad_lines.jsonl (stderr without --output); default: stop at the first")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available); under torchrun "
+                             "each process takes cuda:LOCAL_RANK, or the CPU with --device cpu")
     parser.add_argument("--word_splitter", default=None, choices=sorted(WORD_SPLITTERS),
                         help="how to split text into words (default: the checkpoint's dataset class)")
 
@@ -348,30 +274,94 @@ def _error(message: str) -> int:
     return 2
 
 
+def record_options(args: argparse.Namespace) -> dict:
+    """What `--resume` compares with the output's sidecar; paths made absolute."""
+    options = {name: getattr(args, name) for name in RECORD_OPTIONS}
+    options["input"] = [source if source == STDIN else os.path.abspath(source) for source in args.input or [STDIN]]
+    options["checkpoint"] = os.path.abspath(args.checkpoint)
+    return options
+
+
+def _runtime(device: str | None) -> Runtime:
+    """Under torchrun one process per GPU (NCCL), or per CPU share with `--device cpu` (gloo)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return setup_runtime(no_cuda=device is not None and torch.device(device).type == "cpu")
+    return Runtime(device=torch.device(device) if device else default_device())
+
+
+def _open_corpus(args: argparse.Namespace) -> tuple[Iterator[Entry], RecordFile]:
+    entries = read_corpus(args.input or [STDIN], args.format, args.lines)
+    return entries, RecordFile.open(args.output, record_options(args), resume=args.resume, overwrite=args.overwrite)
+
+
+def _summary(summary: CorpusSummary, output: RecordFile) -> str:
+    rate = summary.extracted / summary.seconds if summary.seconds > 0 else 0.0
+    where = f" -> {output.path}" if output.path is not None else ""
+    earlier = f", {summary.records - summary.extracted} already there" if output.done else ""
+    line = f"extract: {summary.extracted} documents in {summary.seconds:.1f} s ({rate:.1f} docs/s){earlier}{where}"
+    if summary.bad_lines:
+        listed = f"listed in {output.report.path}" if output.report.path is not None else "warned above"
+        line += f"\nextract: {summary.bad_lines} bad input lines skipped, {listed}"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.top_k < 1 or args.batch_size < 1:
-        return _error("--top_k and --batch_size must be at least 1")
+    args.offsets = args.offsets or args.html is not None
+    if args.top_k < 1 or args.batch_size < 1 or args.chunk_size < 1:
+        return _error("--top_k, --batch_size and --chunk_size must be at least 1")
+    if args.resume and args.overwrite:
+        return _error("choose one of --resume and --overwrite")
+    if (args.resume or args.overwrite) and not args.output:
+        return _error("--resume and --overwrite need --output FILE")
     try:
-        documents = read_documents(args.input or [STDIN], args.format, args.lines)
-    except InputError as error:
-        return _error(str(error))
-    try:
-        extractor = KeyphraseExtractor.from_pretrained(args.checkpoint, device=args.device,
-                                                       word_splitter=args.word_splitter)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        return _error(f"{args.checkpoint}: cannot load the checkpoint ({error})")
-    except (RuntimeError, AssertionError) as error:  # a device torch cannot use
+        runtime = _runtime(args.device)
+    except RuntimeError as error:
         return _error(f"cannot run on device {args.device!r} ({error})")
-    results = extractor.extract([text for _, text in documents], top_k=args.top_k, batch_size=args.batch_size,
-                                progress=len(documents) >= 100)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for (doc_id, _), keyphrases in zip(documents, results):
-            record = {"id": doc_id, "keyphrases": [[phrase, score] for phrase, score in keyphrases]}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        entries, output, message = None, None, None
+        if runtime.is_main:
+            try:
+                entries, output = _open_corpus(args)
+            except (InputError, OutputError) as error:
+                message = str(error)
+        (message,) = runtime.from_main(message)
+        if message is not None:
+            return _error(message) if runtime.is_main else 2
+        try:
+            extractor = KeyphraseExtractor.from_pretrained(args.checkpoint, device=runtime.device,
+                                                           word_splitter=args.word_splitter)
+        except (FileNotFoundError, ValueError, OSError) as error:
+            return _error(f"{args.checkpoint}: cannot load the checkpoint ({error})")
+        except (RuntimeError, AssertionError) as error:  # a device torch cannot use
+            return _error(f"cannot run on device {args.device!r} ({error})")
+
+        def extract_chunk(documents: Sequence[Document]) -> list[dict]:
+            keyphrases = extractor.extract([document.text for document in documents], top_k=args.top_k,
+                                           batch_size=args.batch_size, offsets=args.offsets)
+            return [keyphrase_record(document.id, found) for document, found in zip(documents, keyphrases)]
+
+        try:
+            page = HtmlPageWriter(args.html) if args.html is not None and runtime.is_main else None
+        except OSError as error:
+            output.close()
+            return _error(f"{args.html}: cannot write ({error.strerror or error})")
+        try:
+            summary = extract_corpus(entries, extract_chunk, output, chunk_size=args.chunk_size,
+                                     skip_bad_lines=args.skip_bad_lines, runtime=runtime,
+                                     observers=[page] if page is not None else [])
+        except InputError as error:
+            kept = f"; {output.path} holds the first {output.records} records (fix the line and add --resume, or " \
+                   f"pass --skip_bad_lines)" if output.path is not None and output.records else ""
+            return _error(f"{error}{kept}")
+        except OutputError as error:
+            return _error(str(error))
+        finally:
+            if output is not None:
+                output.close()
+            if page is not None:
+                page.close()
+        if summary is not None:
+            print(_summary(summary, output), file=sys.stderr)
+        return 0
     finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
-    return 0
+        teardown_runtime(runtime)
