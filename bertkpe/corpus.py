@@ -15,8 +15,9 @@ byte-identical to one.
 
 Sharding. Under torchrun, rank 0 reads the input and the output; each round it sends one
 chunk to every rank (scatter), extracts its own, collects the records (gather) and writes
-them in input order. The file is the one a single process writes, and a run may be
-resumed with another number of processes.
+them in input order. The file is the one a single process writes (byte for byte when
+every process runs as many threads: float sums, so a score's last bits, depend on the
+thread count), and a run may be resumed with another number of processes.
 
 Bad lines (not UTF-8, not JSON, no string `text`) stop the run with `FILE:LINE: reason`,
 or are skipped and listed in `OUTPUT.bad_lines.jsonl` (on stderr without `--output`).
@@ -39,7 +40,7 @@ import torch.distributed as dist
 from bertkpe.runtime import Runtime
 
 STDIN = "-"
-SYNC_SECONDS = 10.0  # the most time between fsyncs of the output
+SYNC_SECONDS = 10.0  # a write this long after the last fsync of the output fsyncs it
 
 
 class InputError(Exception):
