@@ -9,8 +9,8 @@
 Text is split into words the way the checkpoint's training data was split (its
 `dataset_class`: openkp -> whitespace, kp20k -> the KP20K tokenizer, multidata -> the
 LIAAD tokenizer), then goes through the same feature, batching, model and decoding code
-as evaluation. Only the words the encoder sees (at most `max_token` sub-tokens) are
-candidates: longer documents are truncated.
+as evaluation. Whole documents are read, up to `max_doc_tokens` sub-tokens (16384 by
+default), as overlapping encoder windows: every n-gram of what is read is a candidate.
 
 With `offsets=True` each keyphrase also lists where every one of its occurrences is in
 the text as given: `text[start:end]` runs from the first character of the occurrence's
@@ -32,12 +32,14 @@ import torch
 
 from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, InputError, OutputError, RecordFile, extract_corpus,
                             read_corpus)
+from bertkpe.config import DEFAULT_MAX_DOC_TOKENS, document_options
 from bertkpe.data.batching import collate, length_grouped_batches
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features, encoder_token_limit, load_tokenizer
+from bertkpe.data.features import (DocumentFeatures, FeatureOptions, build_features, encoder_token_limit,
+                                   load_tokenizer, quiet_length_warning)
 from bertkpe.data.matching import NO_STEMMER
 from bertkpe.dataset_classes import (DATASET_CLASSES, DEFAULT_SPLITTER, WORD_SPLITTERS, WordSplitter,
                                      get_span_splitter, get_word_splitter)
-from bertkpe.decoding import rank_batch
+from bertkpe.decoding import PhrasePooling, rank_batch
 from bertkpe.html_page import HtmlPageWriter
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
 from bertkpe.runtime import Runtime, setup_runtime, teardown_runtime
@@ -74,36 +76,49 @@ class KeyphraseExtractor:
 
     def __init__(self, model: KeyphraseModel, tokenizer, *, max_token: int = 510, stemmer: str = NO_STEMMER,
                  word_splitter: str | WordSplitter = DEFAULT_SPLITTER, tokenizer_name: str = "",
-                 device: str | torch.device | None = None):
-        self.device = torch.device(device) if device is not None else default_device()
+                 device: str | torch.device | None = None, max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
+                 window_overlap: int | None = None, phrase_pooling: str = "document", int8: bool = False):
+        self.device = torch.device(device) if device is not None else torch.device("cpu") if int8 else default_device()
+        if int8:
+            from bertkpe.quantization import quantize_int8, require_int8_support
+
+            require_int8_support(self.device)
+            model = quantize_int8(model)
+        self.int8 = int8
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         limit = encoder_token_limit(tokenizer, model.encoder.config)
-        # Documents are tokenized whole and truncated to max_token afterwards: silence the
-        # tokenizer's "longer than the maximum sequence length" warning, which does not apply.
-        warned = getattr(tokenizer, "deprecation_warnings", None)
-        if isinstance(warned, dict):
-            warned["sequence-length-is-longer-than-the-specified-maximum"] = True
+        quiet_length_warning(tokenizer)
         self.max_token = min(int(max_token), limit) if limit is not None else int(max_token)
         self.stemmer = stemmer or NO_STEMMER
         self.split_words = get_word_splitter(word_splitter)
         self.split_word_spans = get_span_splitter(word_splitter)
+        self.pooling = PhrasePooling(phrase_pooling)
         self.options = FeatureOptions(tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", ""),
                                       max_token=self.max_token, max_phrase_words=model.max_phrase_words,
-                                      stemmer=self.stemmer)
+                                      stemmer=self.stemmer,
+                                      **document_options(self.max_token, max_doc_tokens, window_overlap))
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device | None = None,
                         word_splitter: str | WordSplitter | None = None, stemmer: str | None = None,
-                        max_token: int | None = None) -> "KeyphraseExtractor":
+                        max_token: int | None = None, max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
+                        window_overlap: int | None = None, phrase_pooling: str = "document", int8: bool = False
+                        ) -> "KeyphraseExtractor":
         """Load a checkpoint directory (`save_pretrained` layout: config.json, model.safetensors,
         kpe_config.json, tokenizer files).
 
         From kpe_config.json: `model_class`, `max_phrase_words` (read by the model loader),
         `max_token` (default 510), `dataset_class` (picks the word splitter; default: the
         LIAAD tokenizer) and `stemmer` (merges phrases with equal stems; default "none").
-        Keyword arguments override them.
+        Keyword arguments override them. A document is read up to `max_doc_tokens`
+        sub-tokens, as windows of `max_token` sharing `window_overlap`; `max_doc_tokens`
+        equal to `max_token` reads what the original toolkit read (its first window).
+        `phrase_pooling` "document" (default) adds document-level evidence to the best
+        mention's score in documents longer than a window; "max" is the original pooling.
+        `int8` runs the encoder with int8 weights in ONNX Runtime on the CPU (see
+        `bertkpe.quantization`): faster, slightly different scores; refused on other devices.
         """
         from bertkpe.models import load_model
 
@@ -118,7 +133,9 @@ class KeyphraseExtractor:
         return cls(model, tokenizer,
                    max_token=max_token if max_token is not None else int(config.get("max_token") or 510),
                    stemmer=stemmer if stemmer is not None else (config.get("stemmer") or NO_STEMMER),
-                   word_splitter=word_splitter, tokenizer_name=str(directory), device=device)
+                   word_splitter=word_splitter, tokenizer_name=str(directory), device=device,
+                   max_doc_tokens=max_doc_tokens, window_overlap=window_overlap, phrase_pooling=phrase_pooling,
+                   int8=int8)
 
     def extract(self, documents: Union[str, Sequence[str]], top_k: int = 5, batch_size: int = 16,
                 progress: bool = False, offsets: bool = False) -> Union[Keyphrases, list[Keyphrases]]:
@@ -128,10 +145,10 @@ class KeyphraseExtractor:
         text (its words as split, in the casing of its first occurrence, joined by single
         spaces), the score a Python float (higher is better; its scale depends on the
         head). Phrases with equal normalised words (lower-cased, stemmed when the
-        checkpoint's stemmer is on) are one phrase. A document longer than the encoder
-        takes (`max_token` sub-tokens) is truncated: only its first words are candidates.
-        An empty document gives []. Documents are batched by length; results come back
-        in input order.
+        checkpoint's stemmer is on) are one phrase. A document is read whole up to
+        `max_doc_tokens` sub-tokens; words past that are not candidates. An empty document
+        gives []. Documents are batched by length, at most `batch_size` encoder windows a
+        batch; results come back in input order.
 
         `offsets=True` makes each keyphrase `(phrase, score, [[start, end], ...])`: every
         occurrence among the candidate words, in text order, with `text[start:end]` the
@@ -199,13 +216,14 @@ class KeyphraseExtractor:
         if bar is not None:
             bar.update(len(features) - len(live))
         lengths = [len(features[index].input_ids) for index in live]
-        batches = length_grouped_batches(lengths, batch_size, shuffle=False)
+        batches = length_grouped_batches(lengths, batch_size, shuffle=False,
+                                         windows=[features[index].num_windows for index in live])
         with torch.inference_mode():
             for batch_positions in batches:
                 indices = [live[position] for position in batch_positions]
                 documents = [features[index] for index in indices]
                 batch = collate(documents, indices, self.pad_token_id)
-                for index, ranked in zip(indices, rank_batch(self.model, batch, documents, top_k, self.device)):
+                for index, ranked in zip(indices, rank_batch(self.model, batch, documents, top_k, self.device, self.pooling)):
                     phrases = [" ".join(words) for words in ranked.phrases]
                     scores = [float(score) for score in ranked.scores]
                     if word_offsets is None:
@@ -225,7 +243,7 @@ class KeyphraseExtractor:
 
 # The options that shape the output records: `--resume` requires the ones the output was written with.
 RECORD_OPTIONS = ["input", "format", "lines", "checkpoint", "word_splitter", "top_k", "batch_size", "chunk_size",
-                  "offsets"]
+                  "offsets", "max_doc_tokens", "phrase_pooling", "int8"]
 
 
 def keyphrase_record(doc_id: Any, keyphrases: Keyphrases) -> dict:
@@ -245,7 +263,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lines", action="store_true",
                         help="text format: one document per line (default: one document per file)")
     parser.add_argument("--top_k", type=int, default=5, help="keyphrases per document")
-    parser.add_argument("--batch_size", type=int, default=16, help="documents per forward pass")
+    parser.add_argument("--batch_size", type=int, default=16,
+                        help="encoder windows per forward pass (documents, for documents of one window)")
+    parser.add_argument("--max_doc_tokens", type=int, default=DEFAULT_MAX_DOC_TOKENS,
+                        help="sub-tokens read per document, as overlapping encoder windows; the checkpoint's "
+                             "max_token reads its first window only, as the original toolkit did")
+    parser.add_argument("--phrase_pooling", choices=("document", "max"), default="document",
+                        help="phrase score: the best mention's plus document-level evidence (frequency, first "
+                             "position) in documents longer than a window, or the best mention's alone")
     parser.add_argument("--chunk_size", type=int, default=256,
                         help="documents read, extracted (batched by length) and written together; bounds "
                              "memory and what a killed run loses")
@@ -267,6 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "each process takes cuda:LOCAL_RANK, or the CPU with --device cpu")
     parser.add_argument("--word_splitter", default=None, choices=sorted(WORD_SPLITTERS),
                         help="how to split text into words (default: the checkpoint's dataset class)")
+    parser.add_argument("--int8", action="store_true",
+                        help="CPU only: run the encoder with int8 weights (ONNX Runtime), faster at a small cost "
+                             "in accuracy; the first use of a checkpoint exports it (about a minute, then cached)")
 
 
 def _error(message: str) -> int:
@@ -314,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.resume or args.overwrite) and not args.output:
         return _error("--resume and --overwrite need --output FILE")
     try:
-        runtime = _runtime(args.device)
+        runtime = _runtime(args.device or ("cpu" if args.int8 else None))
     except RuntimeError as error:
         return _error(f"cannot run on device {args.device!r} ({error})")
     try:
@@ -329,8 +357,10 @@ def run(args: argparse.Namespace) -> int:
             return _error(message) if runtime.is_main else 2
         try:
             extractor = KeyphraseExtractor.from_pretrained(args.checkpoint, device=runtime.device,
-                                                           word_splitter=args.word_splitter)
-        except (FileNotFoundError, ValueError, OSError) as error:
+                                                           word_splitter=args.word_splitter,
+                                                           max_doc_tokens=args.max_doc_tokens,
+                                                           phrase_pooling=args.phrase_pooling, int8=args.int8)
+        except (FileNotFoundError, ValueError, OSError, ImportError) as error:
             return _error(f"{args.checkpoint}: cannot load the checkpoint ({error})")
         except (RuntimeError, AssertionError) as error:  # a device torch cannot use
             return _error(f"cannot run on device {args.device!r} ({error})")

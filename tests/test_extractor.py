@@ -117,10 +117,16 @@ def test_top_k_larger_than_candidates(kx):
 
 
 def test_truncation_to_max_token(checkpoint):
-    short = KeyphraseExtractor.from_pretrained(checkpoint, device="cpu", max_token=4)
-    phrases = [phrase for phrase, _ in short.extract("alpha beta gamma delta epsilon zeta eta theta", top_k=100)]
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    short = KeyphraseExtractor.from_pretrained(checkpoint, device="cpu", max_token=4, max_doc_tokens=4)
+    phrases = [phrase for phrase, _ in short.extract(text, top_k=100)]
     words = {word for phrase in phrases for word in phrase.split()}
     assert words <= {"alpha", "beta", "gamma", "delta"} and "alpha" in words
+    windows = KeyphraseExtractor.from_pretrained(checkpoint, device="cpu", max_token=4)  # whole, windows of 4
+    phrases = [phrase for phrase, _ in windows.extract(text, top_k=100)]
+    assert {word for phrase in phrases for word in phrase.split()} == set(text.split())
+    with pytest.raises(ValueError, match="window_overlap must be at least 0 and less than max_token"):
+        KeyphraseExtractor.from_pretrained(checkpoint, device="cpu", max_token=4, window_overlap=4)
 
 
 def test_custom_word_splitter_and_bad_arguments(checkpoint, kx):

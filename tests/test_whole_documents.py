@@ -239,3 +239,21 @@ def test_long_documents_train_in_micro_batches_bounded_by_windows(setup, tmp_pat
     assert "0 of 24 documents longer than 4096 sub-tokens were cut" in (tmp_path / "long" / "train.log").read_text()
     evaluation = json.loads((tmp_path / "long" / "eval_history.jsonl").read_text().splitlines()[-1])
     assert evaluation["unread"] == {"documents_cut": 0, "words": 0, "gold_occurrences": 0}
+
+
+def test_extract_command_reads_whole_documents_unless_capped(tmp_path, capsys):
+    from bertkpe.cli import main
+
+    model = tiny_model("bert2joint", seed=2, max_positions=512).eval()
+    model.save_pretrained(tmp_path / "ckpt", default_tokenizer(), extra={"dataset_class": "multidata",
+                                                                         "stemmer": "none"})
+    document = tmp_path / "paper.txt"
+    document.write_text(" ".join(f"w{index % 97}" for index in range(800)) + " zebra crossing\n", encoding="utf-8")
+    found = {}
+    for name, flags in (("whole", []), ("capped", ["--max_doc_tokens", "510", "--phrase_pooling", "max"])):
+        out = tmp_path / f"{name}.jsonl"
+        assert main(["extract", "--checkpoint", str(tmp_path / "ckpt"), "--input", str(document), "--top_k", "10000",
+                     "--device", "cpu", "--output", str(out), *flags]) == 0
+        (record,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        found[name] = {phrase for phrase, _ in record["keyphrases"]}
+    assert "zebra crossing" in found["whole"] and not any("zebra" in phrase for phrase in found["capped"])
