@@ -158,6 +158,24 @@ def machine_line(info: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- data
 
 
+def untrained_checkpoint(workdir: str | Path, dataset_class: str, stemmer: str) -> Path:
+    """A seeded, untrained bert2joint head over the default encoder, saved once under
+    workdir: extraction speed does not depend on training."""
+    from bertkpe.data.features import load_tokenizer
+    from bertkpe.models import build_model
+
+    directory = Path(workdir) / f"ckpt_bert2joint_{dataset_class}"
+    if not (directory / "kpe_config.json").is_file():
+        import torch
+
+        torch.manual_seed(0)
+        encoder = default_encoder()
+        build_model("bert2joint", encoder).save_pretrained(
+            directory, load_tokenizer(encoder), extra={"dataset_class": dataset_class, "stemmer": stemmer,
+                                                       "max_token": 510})
+    return directory
+
+
 def preprocessed(workdir: str | Path, datasets: str | Path, dataset_class: str) -> Path:
     """The folder `bertkpe preprocess` writes for a dataset class, made once under workdir."""
     output = Path(workdir) / "prepro"

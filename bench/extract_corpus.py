@@ -29,21 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 
-def make_checkpoint(workdir: Path) -> Path:
-    from bertkpe.data.features import load_tokenizer
-    from bertkpe.models import build_model
-
-    directory = workdir / "ckpt_bert2joint_kp20k"
-    if not (directory / "kpe_config.json").is_file():
-        import torch
-
-        torch.manual_seed(0)
-        encoder = common.default_encoder()
-        build_model("bert2joint", encoder).save_pretrained(
-            directory, load_tokenizer(encoder), extra={"dataset_class": "kp20k", "stemmer": "porter", "max_token": 510})
-    return directory
-
-
 def write_corpus(datasets: Path, workdir: Path, count: int) -> Path:
     path = workdir / f"inspec_test_{count}.jsonl"
     with open(datasets / "kp20k" / "kp20k_testing.json", encoding="utf-8") as source, \
@@ -84,7 +69,7 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (1 if args.quick else 3)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = make_checkpoint(workdir)
+    checkpoint = common.untrained_checkpoint(workdir, "kp20k", "porter")
     corpus = write_corpus(Path(args.datasets), workdir, args.docs)
     runs = configurations(args.nproc)
     rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
