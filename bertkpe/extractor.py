@@ -294,7 +294,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how to split text into words (default: the checkpoint's dataset class)")
     parser.add_argument("--int8", action="store_true",
                         help="CPU only: run the encoder with int8 weights (ONNX Runtime), faster at a small cost "
-                             "in accuracy; the first use of a checkpoint exports it (about a minute, then cached)")
+                             "in accuracy; a checkpoint's first use exports its encoder (seconds), then it is cached")
 
 
 def _error(message: str) -> int:
