@@ -82,7 +82,7 @@ def export_int8_encoder(encoder: nn.Module, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _LastHiddenState(encoder).eval()
     max_length = int(getattr(encoder.config, "max_position_embeddings", 512))
-    example_ids = torch.full((2, 8), 1000, dtype=torch.long)
+    example_ids = torch.zeros((2, 8), dtype=torch.long)  # any vocabulary has id 0
     example_mask = torch.ones((2, 8), dtype=torch.long)  # a separate tensor: the exporter would merge one passed twice
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=max_length)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
