@@ -10,12 +10,14 @@ its first window only (`max_doc_tokens = max_token`, the original truncation) an
 and with document pooling. The document-pooling weights are chosen on the dev split
 only (a grid), then reported on the test split and on all documents. YAKE (`pip install
 yake`; n = 3, top 10), run on the same words, is scored by the same scorer: stemmed,
-against all references. Prints a markdown table; `--json` keeps the numbers.
+against all references. Prints a markdown table; `--json` keeps the numbers. Mention
+scores are kept under --workdir, so a second run decodes again without a forward.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import sys
@@ -34,7 +36,7 @@ from bertkpe.metrics import read_keyphrase_file, score
 from bertkpe.models import load_model, read_kpe_config
 
 SPLITS = ("train", "dev", "eval")
-GRID = {"frequency_weight": (0.0, 0.1, 0.25, 0.5, 1.0), "position_weight": (0.0, 0.1, 0.25, 0.5, 1.0)}
+GRID = {"frequency_weight": (0.0, 0.05, 0.1, 0.25), "position_weight": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)}
 
 
 def preprocess(corpus: Path, workdir: Path, name: str) -> Path:
@@ -47,9 +49,13 @@ def preprocess(corpus: Path, workdir: Path, name: str) -> Path:
     return folder / name
 
 
-def mention_scores(model, tokenizer, records, options: FeatureOptions, batch_windows: int):
-    """Features, per-document mention scores (N, W) on the CPU, and the seconds the forward took."""
+def mention_scores(model, tokenizer, records, options: FeatureOptions, batch_windows: int, cache: Path):
+    """Features, per-document mention scores (N, W) on the CPU, and the seconds the forward
+    took; the scores are kept in `cache` so that decoding can be studied again without a forward."""
     features = build_features(records, tokenizer, options)
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        return features, saved["scores"], float(saved["seconds"])
     lengths = [len(doc.input_ids) for doc in features]
     batches = length_grouped_batches(lengths, batch_windows, shuffle=False,
                                      windows=[doc.num_windows for doc in features])
@@ -61,7 +67,11 @@ def mention_scores(model, tokenizer, records, options: FeatureOptions, batch_win
             output = model(batch).mention_scores
             for row, index in enumerate(indices):
                 scores[index] = output[row, :, :features[index].num_words].clone()
-    return features, [scores[index] for index in range(len(features))], time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    ordered = [scores[index] for index in range(len(features))]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"scores": ordered, "seconds": seconds}, cache)
+    return features, ordered, seconds
 
 
 def decode(features, scores, pooling: PhrasePooling, top_k: int = 10) -> dict[str, list[list[str]]]:
@@ -122,14 +132,18 @@ def main(argv=None) -> int:
     max_token = int(kpe.get("max_token") or 510)
     rows, timings = {}, {}
     options = FeatureOptions(str(checkpoint), max_token, int(kpe["max_phrase_words"]))
+    cache = Path(args.workdir) / "scores" / hashlib.sha256(
+        f"{checkpoint.resolve()}:{(checkpoint / 'model.safetensors').stat().st_mtime_ns}".encode()).hexdigest()[:16]
     truncated_features, truncated_scores, timings["truncated"] = mention_scores(
-        model, tokenizer, everything, options, args.batch_windows)
+        model, tokenizer, everything, options, args.batch_windows, cache / f"{args.name}.truncated.pt")
     whole_features, whole_scores, timings["whole"] = mention_scores(
         model, tokenizer, everything, dataclasses.replace(options, max_doc_tokens=args.max_doc_tokens),
-        args.batch_windows)
+        args.batch_windows, cache / f"{args.name}.whole_{args.max_doc_tokens}.pt")
     rows["truncated, max pooling"] = decode(truncated_features, truncated_scores, MAX_POOLING)
     rows["whole, max pooling"] = decode(whole_features, whole_scores, MAX_POOLING)
-    rows["whole, document pooling (defaults)"] = decode(whole_features, whole_scores, PhrasePooling())
+    defaults = PhrasePooling()
+    rows[f"whole, document pooling (defaults: frequency {defaults.frequency_weight}, position "
+         f"{defaults.position_weight})"] = decode(whole_features, whole_scores, defaults)
     dev_urls = set(urls["dev"])
     dev_features = [doc for doc in whole_features if doc.url in dev_urls]
     dev_scores = [s for doc, s in zip(whole_features, whole_scores) if doc.url in dev_urls]

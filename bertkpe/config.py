@@ -103,7 +103,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=42, help="seeds weights, data order and dropout")
     group.add_argument("--phrase_pooling", choices=("document", "max"), default="document",
                        help="phrase score from its mentions: the best one's plus document-level evidence "
-                            "(frequency, first position) in documents longer than a window, or the best "
+                            "(how early it first occurs) in documents longer than a window, or the best "
                             "one's alone (the original)")
     group.add_argument("--present_only", action="store_true",
                        help="kp20k protocol: score against present references only (as the original toolkit)")

@@ -269,8 +269,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sub-tokens read per document, as overlapping encoder windows; the checkpoint's "
                              "max_token reads its first window only, as the original toolkit did")
     parser.add_argument("--phrase_pooling", choices=("document", "max"), default="document",
-                        help="phrase score: the best mention's plus document-level evidence (frequency, first "
-                             "position) in documents longer than a window, or the best mention's alone")
+                        help="phrase score: the best mention's plus document-level evidence (how early it first "
+                             "occurs) in documents longer than a window, or the best mention's alone")
     parser.add_argument("--chunk_size", type=int, default=256,
                         help="documents read, extracted (batched by length) and written together; bounds "
                              "memory and what a killed run loses")

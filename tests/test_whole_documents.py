@@ -204,7 +204,7 @@ def test_document_pooling_weighs_frequency_and_first_position_in_long_documents(
     scores = torch.zeros(batch.phrase_grid.shape).masked_fill(~batch.mention_mask, float("-inf"))
     scores[0, 0, 1000] = 1.0
     scores[0, 0, [position for position in range(0, 1000, 100)]] = 0.6
-    (ranked,) = decode_batch(scores, batch, [doc], top_k=2)
+    (ranked,) = decode_batch(scores, batch, [doc], top_k=2, pooling=PhrasePooling("document", 0.25, 0.25))
     assert ranked.phrases == [["often"], ["rare"]]
     weight = math.log(1390 / 512)
     assert ranked.scores == [pytest.approx(0.6 + weight * (0.25 * math.log(10) + 0.25)),
@@ -257,3 +257,21 @@ def test_extract_command_reads_whole_documents_unless_capped(tmp_path, capsys):
         (record,) = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         found[name] = {phrase for phrase, _ in record["keyphrases"]}
     assert "zebra crossing" in found["whole"] and not any("zebra" in phrase for phrase in found["capped"])
+
+
+def test_default_document_pooling_weighs_first_position():
+    assert PhrasePooling() == PhrasePooling("document", frequency_weight=0.0, position_weight=1.0)
+    # 1390 words; "late" once at word 1200 scores 1.0, "early" once at word 10 scores 0.5 and
+    # everything else 0: early 0.5 + log(1390 / 512) * (1 - 10 / 1390) = 1.4916,
+    # late 1.0 + log(1390 / 512) * (1 - 1200 / 1390) = 1.1365
+    words = [f"w{index}" for index in range(1390)]
+    words[10], words[1200] = "early", "late"
+    (doc,) = featurize([make_record(words)], max_token=100, max_doc_tokens=16384, window_overlap=20)
+    batch = collate([doc], pad_token_id=0)
+    scores = torch.zeros(batch.phrase_grid.shape).masked_fill(~batch.mention_mask, float("-inf"))
+    scores[0, 0, 10], scores[0, 0, 1200] = 0.5, 1.0
+    (ranked,) = decode_batch(scores, batch, [doc], top_k=2)
+    weight = math.log(1390 / 512)
+    assert ranked.phrases == [["early"], ["late"]]
+    assert ranked.scores == [pytest.approx(0.5 + weight * (1 - 10 / 1390)),
+                             pytest.approx(1.0 + weight * (1 - 1200 / 1390))]
