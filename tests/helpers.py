@@ -66,6 +66,23 @@ def tiny_model(model_class: str, kind: str = "bert", seed: int = 0, max_phrase_w
                        **(head_options or {}))
 
 
+def tiny_checkpoint(directory: Path, model_class: str = "bert2joint") -> Path:
+    """A seeded one-layer head over the default tokenizer, saved as a KP20K checkpoint
+    (hidden 32, an odd feed-forward size of 37, so no shape coincides by accident)."""
+    import torch
+    from transformers import BertConfig
+
+    from bertkpe.models import build_model
+
+    torch.manual_seed(0)
+    tokenizer = default_tokenizer()
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=512)
+    build_model(model_class, config).save_pretrained(directory, tokenizer, extra={
+        "dataset_class": "kp20k", "stemmer": "porter", "max_token": 510})
+    return directory
+
+
 @functools.lru_cache(maxsize=None)
 def normalizer(stemmer: str = "none"):
     """Lower-casing, then stemming: written here independently of bertkpe."""

