@@ -122,6 +122,17 @@ def add_document_arguments(group) -> None:
                             f"at most a quarter of --max_token)")
 
 
+def resolve_document_flags(args: argparse.Namespace) -> None:
+    """`--max_doc_tokens` and `--window_overlap` checked and made explicit on `args`, before
+    any work starts; a run saved before whole documents were read keeps reading one window."""
+    try:
+        resolved = document_options(args.max_token, getattr(args, "max_doc_tokens", args.max_token),
+                                    getattr(args, "window_overlap", None))
+    except ValueError as error:
+        raise SystemExit(f"error: --{error}") from None
+    vars(args).update(resolved)
+
+
 def document_options(max_token: int, max_doc_tokens: int, window_overlap: int | None) -> dict[str, int]:
     """`max_doc_tokens` and `window_overlap` for FeatureOptions, checked; an unset overlap is
     the default, kept under a quarter of a window so that windows advance."""

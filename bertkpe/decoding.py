@@ -73,8 +73,6 @@ def document_phrase_scores(mention_scores: torch.Tensor, batch: Batch, pooling: 
     if pooling.mode == "max":
         return best
     index = torch.where(batch.phrase_grid >= 0, batch.phrase_grid, num_phrases).flatten(1)
-    mentions = batch.mention_mask.flatten(1).float()
-    count = mentions.new_zeros(best.shape[0], num_phrases + 1).scatter_add(1, index, mentions)[:, :num_phrases]
     starts = torch.arange(batch.phrase_grid.shape[2], device=best.device, dtype=torch.float32)
     starts = starts.expand_as(batch.phrase_grid).flatten(1)
     first = starts.new_full((best.shape[0], num_phrases + 1), math.inf)
@@ -85,8 +83,11 @@ def document_phrase_scores(mention_scores: torch.Tensor, batch: Batch, pooling: 
     high = best.masked_fill(~finite, -math.inf).amax(1, keepdim=True)
     low = best.masked_fill(~finite, math.inf).amin(1, keepdim=True)
     spread = torch.where(high > low, high - low, torch.ones_like(high))
-    evidence = pooling.frequency_weight * torch.log(count.clamp(min=1)) + \
-        pooling.position_weight * (1 - first.clamp(max=num_words) / num_words)
+    evidence = pooling.position_weight * (1 - first.clamp(max=num_words) / num_words)
+    if pooling.frequency_weight:
+        mentions = batch.mention_mask.flatten(1).float()
+        count = mentions.new_zeros(best.shape[0], num_phrases + 1).scatter_add(1, index, mentions)[:, :num_phrases]
+        evidence = evidence + pooling.frequency_weight * torch.log(count.clamp(min=1))
     return torch.where(finite, best + length_weight * spread * evidence, best)
 
 

@@ -204,12 +204,10 @@ def run(args: argparse.Namespace) -> int:
         seed_everything(args.seed)
         tokenizer = load_tokenizer(str(checkpoint))
         config.check_max_token_flag(args.max_token, str(checkpoint))
-        try:
-            documents = config.document_options(args.max_token, args.max_doc_tokens, args.window_overlap)
-        except ValueError as error:
-            raise SystemExit(f"error: --{error}") from None
+        config.resolve_document_flags(args)
         options = FeatureOptions(tokenizer=str(checkpoint), max_token=args.max_token,
-                                 max_phrase_words=int(kpe["max_phrase_words"]), **documents)
+                                 max_phrase_words=int(kpe["max_phrase_words"]), max_doc_tokens=args.max_doc_tokens,
+                                 window_overlap=args.window_overlap)
         model = load_model(checkpoint, runtime.device)
         metrics: dict[str, Any] = {}
         for split in args.splits:

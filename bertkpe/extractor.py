@@ -33,7 +33,7 @@ import torch
 from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, InputError, OutputError, RecordFile, extract_corpus,
                             read_corpus)
 from bertkpe.config import DEFAULT_MAX_DOC_TOKENS, document_options
-from bertkpe.data.batching import collate, length_grouped_batches
+from bertkpe.data.batching import collate, length_grouped_batches, window_counts
 from bertkpe.data.features import (DocumentFeatures, FeatureOptions, build_features, encoder_token_limit,
                                    load_tokenizer, quiet_length_warning)
 from bertkpe.data.matching import NO_STEMMER
@@ -217,7 +217,7 @@ class KeyphraseExtractor:
             bar.update(len(features) - len(live))
         lengths = [len(features[index].input_ids) for index in live]
         batches = length_grouped_batches(lengths, batch_size, shuffle=False,
-                                         windows=[features[index].num_windows for index in live])
+                                         windows=window_counts([features[index] for index in live]))
         with torch.inference_mode():
             for batch_positions in batches:
                 indices = [live[position] for position in batch_positions]

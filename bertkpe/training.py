@@ -195,11 +195,9 @@ class Trainer:
         self.encoder_name = encoder_of(args)
         self.tokenizer = load_tokenizer(self.encoder_name)
         self.pad_token_id = self.tokenizer.pad_token_id or 0
-        # a run saved before whole documents were read keeps reading one window
-        documents = config.document_options(args.max_token, getattr(args, "max_doc_tokens", args.max_token),
-                                             getattr(args, "window_overlap", None))
         self.feature_options = FeatureOptions(tokenizer=self.encoder_name, max_token=args.max_token,
-                                              max_phrase_words=args.max_phrase_words, **documents)
+                                              max_phrase_words=args.max_phrase_words,
+                                              max_doc_tokens=args.max_doc_tokens, window_overlap=args.window_overlap)
         self.load_data()
         seed_everything(args.seed)
         self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words).to(runtime.device)
@@ -458,11 +456,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         args, run_dir, resume_from = prepare_run_dir(args, runtime)
         config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
-        try:
-            config.document_options(args.max_token, getattr(args, "max_doc_tokens", args.max_token),
-                                    getattr(args, "window_overlap", None))
-        except ValueError as error:
-            raise SystemExit(f"error: --{error}") from None
+        config.resolve_document_flags(args)
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
         if runtime.is_main:
