@@ -159,6 +159,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="sub-tokens per encoder window (cut at a word); at most the encoder's position limit")
     add_document_arguments(group)
     group.add_argument("--max_phrase_words", type=int, default=5, help="longest n-gram candidate")
+    group.add_argument("--attention_dropout", type=float, default=None,
+                       help="dropout on the encoder's attention probabilities while training (default: the "
+                            "encoder's own, 0.1 for BERT; 0 lets PyTorch use its fused attention)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--max_train_steps", type=int, default=None,
                        help="optimizer steps (default: the paper's budget at an effective batch of 64, "

@@ -200,7 +200,8 @@ class Trainer:
                                               max_doc_tokens=args.max_doc_tokens, window_overlap=args.window_overlap)
         self.load_data()
         seed_everything(args.seed)
-        self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words).to(runtime.device)
+        self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words,
+                                 attention_dropout=args.attention_dropout).to(runtime.device)
         head_lr = args.head_learning_rate or args.learning_rate
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
                                                             args.weight_decay))

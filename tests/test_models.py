@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from bertkpe.decoding import decode_batch
-from bertkpe.models import load_model, pool_phrases
+from bertkpe.models import ATTENTION_DROPOUT_NAMES, load_model, pool_phrases
 from bertkpe.models.rank import margin_rank_loss
 from helpers import (ENCODER_KINDS, MODEL_CLASSES, batch_of, default_tokenizer, featurize, kp20k_records,
-                     make_record, tiny_model)
+                     make_record, tiny_config, tiny_model)
 
 N = 5
 VOCABULARY = ["graph", "neural", "network", "networks", "model", "deep", "learning", "data", "tokenization",
@@ -249,6 +249,35 @@ def test_every_head_over_every_encoder(kind):
         valid = batch.mention_mask
         assert torch.isfinite(output.mention_scores[valid]).all()
         assert (output.mention_scores[~valid] == -math.inf).all()
+
+
+@pytest.mark.parametrize("kind", ENCODER_KINDS)
+def test_attention_dropout_replaces_the_encoders_own(kind):
+    from bertkpe.models import build_model
+
+    batch = batch_of(random_documents(seed=4, sizes=(12, 5)))
+    config = tiny_config(kind, dropout=0.0)  # no hidden dropout: attention dropout is the only noise
+
+    def two_forwards(attention_dropout):
+        torch.manual_seed(1)
+        model = build_model("bert2tag", config, attention_dropout=attention_dropout).train()
+        with torch.no_grad():
+            first, second = (model(batch).mention_scores for _ in range(2))
+        return torch.equal(torch.nan_to_num(first), torch.nan_to_num(second))
+
+    assert two_forwards(None) and two_forwards(0.0) and not two_forwards(0.5)
+    assert all(getattr(config, name, 0.0) == 0.0 for name in ATTENTION_DROPOUT_NAMES)  # the caller's, untouched
+
+
+def test_attention_dropout_of_an_encoder_without_one_is_refused():
+    from transformers import GPT2Config
+
+    from bertkpe.models import with_attention_dropout
+
+    with pytest.raises(ValueError, match="gpt2 encoder config has no attention dropout setting"):
+        with_attention_dropout(GPT2Config(), 0.0)
+    with pytest.raises(ValueError, match=r"attention dropout must be in \[0, 1\), got 1.0"):
+        with_attention_dropout(tiny_config("bert"), 1.0)
 
 
 # --------------------------------------------------------------------------- training on real documents

@@ -310,7 +310,8 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path):
 
 def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
     run = tmp_path / "run"
-    base = ["--no-test_after_training", "--no_eval", "--max_token", "48", "--max_doc_tokens", "48", "--bf16"]
+    base = ["--no-test_after_training", "--no_eval", "--max_token", "48", "--max_doc_tokens", "48", "--bf16",
+            "--attention_dropout", "0"]
     assert run_command("train", train_argv(setup, "run", "--max_train_steps", "2", *base, model_class="bert2tag",
                                            output_dir=tmp_path)) == 0
     assert budget_of(run) == (2, 2)
@@ -319,6 +320,7 @@ def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
     assert budget_of(run) == (3, 3)
     resumed_log = (run / "train.log").read_text().split("resumed from")[1]
     assert "3 optimizer steps" in resumed_log and "autocast torch.bfloat16" in resumed_log
+    assert json.loads((run / "last" / "config.json").read_text())["attention_probs_dropout_prob"] == 0
 
 
 def test_a_run_name_in_use_is_refused_not_appended_to(setup, tmp_path):

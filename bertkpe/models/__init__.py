@@ -25,15 +25,40 @@ def model_type(model_class: str) -> type[KeyphraseModel]:
         raise ValueError(f"unknown model_class {model_class!r}; choose from {sorted(MODEL_CLASSES)}") from None
 
 
-def build_model(model_class: str, encoder: str | Any, max_phrase_words: int = 5, **head_options: Any
-                ) -> KeyphraseModel:
-    """A head over a pretrained encoder (hub id or folder) or over a config (random weights)."""
-    from transformers import AutoModel, PretrainedConfig
+# what encoders call the dropout on attention probabilities (BERT/RoBERTa/ELECTRA/DeBERTa; DistilBERT)
+ATTENTION_DROPOUT_NAMES = ("attention_probs_dropout_prob", "attention_dropout")
 
+
+def with_attention_dropout(config: Any, rate: float) -> Any:
+    """A copy of an encoder config with another attention-probability dropout. At 0, PyTorch's
+    fused attention kernels apply in training too, instead of an L x L matrix kept for backward."""
+    import copy
+
+    names = [name for name in ATTENTION_DROPOUT_NAMES if isinstance(getattr(config, name, None), (int, float))]
+    if not names:
+        raise ValueError(f"{config.model_type} encoder config has no attention dropout setting "
+                         f"({' or '.join(ATTENTION_DROPOUT_NAMES)})")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"attention dropout must be in [0, 1), got {rate}")
+    config = copy.deepcopy(config)
+    for name in names:
+        setattr(config, name, rate)
+    return config
+
+
+def build_model(model_class: str, encoder: str | Any, max_phrase_words: int = 5,
+                attention_dropout: float | None = None, **head_options: Any) -> KeyphraseModel:
+    """A head over a pretrained encoder (hub id or folder) or over a config (random weights);
+    `attention_dropout` replaces the encoder's own (None keeps it)."""
+    from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+    config = encoder if isinstance(encoder, PretrainedConfig) else AutoConfig.from_pretrained(encoder)
+    if attention_dropout is not None:
+        config = with_attention_dropout(config, attention_dropout)
     if isinstance(encoder, PretrainedConfig):
-        encoder_model = AutoModel.from_config(encoder)
+        encoder_model = AutoModel.from_config(config)
     else:
-        encoder_model = AutoModel.from_pretrained(encoder)
+        encoder_model = AutoModel.from_pretrained(encoder, config=config)
     return model_type(model_class)(encoder_model, max_phrase_words, **head_options)
 
 
