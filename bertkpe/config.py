@@ -130,6 +130,8 @@ def resolve_document_flags(args: argparse.Namespace) -> None:
                                     getattr(args, "window_overlap", None))
     except ValueError as error:
         raise SystemExit(f"error: --{error}") from None
+    if getattr(args, "train_windows", None) is not None and args.train_windows < 1:
+        raise SystemExit(f"error: --train_windows must be at least 1, got {args.train_windows}")
     vars(args).update(resolved)
 
 
@@ -180,6 +182,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup_proportion", type=float, default=0.1)
     group.add_argument("--weight_decay", type=float, default=0.01)
     group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument("--train_windows", type=int, default=None,
+                       help="train on K consecutive encoder windows of each longer document, drawn anew "
+                            "each epoch (default: all its windows, up to --max_doc_tokens)")
     group = parser.add_argument_group("evaluation and checkpoints")
     group.add_argument("--eval_every", type=int, default=None, help="also evaluate every N optimizer steps")
     group.add_argument("--no_eval", action="store_true", help="skip dev evaluation (keeps the last weights)")

@@ -27,7 +27,7 @@ from bertkpe import config
 from bertkpe.checkpoints import (load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
 from bertkpe.data.batching import collate, length_grouped_batches, shard, token_lengths, window_counts
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_tokenizer
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, crop_windows, load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
 from bertkpe.evaluation import evaluate_split, format_split_scores, split_features, write_json, write_predictions
 from bertkpe.models import KeyphraseModel, build_model, load_model
@@ -239,8 +239,7 @@ class Trainer:
         if not self.train_docs:
             raise SystemExit("error: no usable training document")
         self.stemmer = config.data_stemmer(config.split_file(args, "train"))
-        self.train_lengths = token_lengths(self.train_docs).tolist()
-        self.train_windows = window_counts(self.train_docs)
+        self.sampled_epoch: tuple[int, list[DocumentFeatures]] | None = None
 
     def checkpoint_options(self) -> dict[str, Any]:
         args = self.args
@@ -273,14 +272,33 @@ class Trainer:
         save_checkpoint(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
                         training_state)
 
+    def epoch_documents(self, epoch: int) -> list[DocumentFeatures]:
+        """The training documents as one epoch sees them: whole, or with --train_windows K
+        each longer document as a run of K consecutive windows drawn by the seed and the
+        epoch alone (so every rank, and a resumed run, draws the same)."""
+        sample = self.args.train_windows
+        if sample is None:
+            return self.train_docs
+        if self.sampled_epoch is None or self.sampled_epoch[0] != epoch:
+            generator = torch.Generator().manual_seed(self.args.seed + epoch)
+            documents = []
+            for doc in self.train_docs:
+                first = 0
+                if doc.num_windows > sample:
+                    first = int(torch.randint(doc.num_windows - sample + 1, (1,), generator=generator))
+                documents.append(crop_windows(doc, first, sample))
+            self.sampled_epoch = (epoch, documents)
+        return self.sampled_epoch[1]
+
     def epoch_micro_batches(self, epoch: int) -> list[list[int]]:
         """This rank's micro-batches of one epoch, shuffled by the seed and the epoch alone. A
         micro-batch holds at most --per_gpu_train_batch_size encoder windows (a document
         longer than that is a micro-batch of its own, all its windows in one step), so
         memory is bounded by the flags, not by the corpus."""
+        documents = self.epoch_documents(epoch)
         generator = torch.Generator().manual_seed(self.args.seed + epoch)
-        batches = length_grouped_batches(self.train_lengths, self.args.per_gpu_train_batch_size, generator,
-                                         windows=self.train_windows)
+        batches = length_grouped_batches(token_lengths(documents).tolist(), self.args.per_gpu_train_batch_size,
+                                         generator, windows=window_counts(documents))
         return shard(batches, self.runtime.rank, self.runtime.world_size)
 
     def evaluate(self, tag: str) -> None:
@@ -341,12 +359,13 @@ class Trainer:
             elif args.save_every and state.step % args.save_every == 0:
                 self.save_last()
 
-    def forward_backward(self, indices: list[int], position: int, group_size: int, last_of_step: bool) -> float:
+    def forward_backward(self, documents: list[DocumentFeatures], indices: list[int], position: int,
+                         group_size: int, last_of_step: bool) -> float:
         """One micro-batch's loss, and its gradients added to the step's. DDP all-reduces at
         the step's last micro-batch only; a loss that is not finite on any rank stops every
         rank before that all-reduce, where the others would wait for it."""
         runtime = self.runtime
-        batch = collate([self.train_docs[i] for i in indices], indices, self.pad_token_id).to(runtime.device)
+        batch = collate([documents[i] for i in indices], indices, self.pad_token_id).to(runtime.device)
         sync = contextlib.nullcontext()
         if runtime.distributed and not last_of_step:
             sync = self.ddp_model.no_sync()
@@ -384,8 +403,9 @@ class Trainer:
             if scheduled.epoch != state.epoch:  # the step before ended an epoch
                 state.epoch, state.batch_in_epoch = scheduled.epoch, 0
                 self.evaluate_or_save("epoch_end")
+            documents = self.epoch_documents(scheduled.epoch)
             for position, indices in enumerate(scheduled.micro_batches, scheduled.first_position):
-                loss_value = self.forward_backward(indices, position, scheduled.group_size,
+                loss_value = self.forward_backward(documents, indices, position, scheduled.group_size,
                                                    last_of_step=position == scheduled.end_position - 1)
                 running_loss += loss_value
                 running_count += 1

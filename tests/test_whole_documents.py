@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from bertkpe.data.batching import collate, length_grouped_batches
-from bertkpe.data.features import FeatureOptions, build_features, choose_windows, window_bounds
+from bertkpe.data.features import FeatureOptions, build_features, choose_windows, crop_windows, window_bounds
 from bertkpe.decoding import MAX_POOLING, PhrasePooling, decode_batch
 from bertkpe.extractor import KeyphraseExtractor
 from helpers import MODEL_CLASSES, default_tokenizer, featurize, make_record, tiny_model
@@ -239,6 +239,79 @@ def test_long_documents_train_in_micro_batches_bounded_by_windows(setup, tmp_pat
     assert "0 of 24 documents longer than 4096 sub-tokens were cut" in (tmp_path / "long" / "train.log").read_text()
     evaluation = json.loads((tmp_path / "long" / "eval_history.jsonl").read_text().splitlines()[-1])
     assert evaluation["unread"] == {"documents_cut": 0, "words": 0, "gold_occurrences": 0}
+
+
+def varied_record(num_words: int = 600) -> dict:
+    """Words that repeat at several distances, so phrases recur within and across windows."""
+    words = [f"w{(index * 7) % 41}" if index % 5 else f"v{index % 13}" for index in range(num_words)]
+    return make_record(words, [["w7", "w14"], ["v1"], ["w35", "v8", "w8"]], url="varied")
+
+
+def test_a_crop_of_windows_is_the_document_those_windows_hold():
+    tokenizer = default_tokenizer()
+    record = varied_record()
+    (doc,) = featurize([record], max_token=60, max_doc_tokens=16384, window_overlap=12)
+    assert doc.num_windows > 8 and len(doc.gold_spans) > 10
+    assert crop_windows(doc, 0, doc.num_windows) is doc and crop_windows(doc, 0, 99) is doc
+    for first, count in ((0, 1), (3, 2), (7, 3), (doc.num_windows - 2, 5)):
+        crop = crop_windows(doc, first, count)
+        kept = np.flatnonzero((doc.word_windows >= first) & (doc.word_windows < first + count))
+        start, end = int(kept[0]), int(kept[-1]) + 1
+        assert crop.words == record["doc_words"][start:end]
+        assert crop.num_windows == min(count, doc.num_windows - first)
+        # every word still reads its own first sub-token, in the same window as before
+        for index in range(crop.num_words):
+            original = doc.window(int(doc.word_windows[start + index]))[doc.word_starts[start + index]]
+            assert crop.window(int(crop.word_windows[index]))[crop.word_starts[index]] == original
+        # phrases, gold spans and tags are those of the words alone, as a document of its own
+        spans = [[(s - start, e - start) for s, e in group if start <= s and e < end]
+                 for group in record["start_end_pos"]]
+        (alone,) = featurize([make_record(crop.words, record["keyphrases"], spans=spans)], max_token=100_000)
+        for name in ("phrase_grid", "phrase_first", "tag_labels"):
+            assert np.array_equal(getattr(crop, name), getattr(alone, name)), (first, name)
+        assert sorted(map(tuple, crop.gold_spans.tolist())) == sorted(map(tuple, alone.gold_spans.tolist()))
+        assert crop.words_cut == doc.num_words - crop.num_words
+        assert crop.gold_cut == len(doc.gold_spans) - len(crop.gold_spans)
+        assert crop.window(0)[0] == tokenizer.cls_token_id and crop.window(crop.num_windows - 1)[-1] == \
+            tokenizer.sep_token_id
+
+
+def test_training_on_sampled_windows_draws_a_run_of_windows_per_epoch(setup, tmp_path, monkeypatch):
+    from bertkpe.cli import run_command
+    from bertkpe.models.base import KeyphraseModel
+    from bertkpe.training import Trainer
+    from helpers import train_argv
+
+    drawn = {}
+    epoch_documents = Trainer.epoch_documents
+
+    def recording(self, epoch):
+        documents = epoch_documents(self, epoch)
+        assert documents is epoch_documents(self, epoch)  # drawn once per epoch
+        drawn.setdefault(epoch, [(doc.url, doc.num_windows, doc.words[0], doc.num_words) for doc in documents])
+        return documents
+
+    windows_seen = []
+    forward = KeyphraseModel.forward
+
+    def recording_forward(self, batch, compute_loss=False):
+        if compute_loss:
+            windows_seen.append(batch.input_ids.shape[0] / len(batch.indices))
+        return forward(self, batch, compute_loss)
+
+    monkeypatch.setattr(Trainer, "epoch_documents", recording)
+    monkeypatch.setattr(KeyphraseModel, "forward", recording_forward)
+    argv = train_argv(setup, "sampled", "--max_train_epochs", "2", "--no-test_after_training",
+                      output_dir=tmp_path) + ["--max_token", "32", "--max_doc_tokens", "4096", "--window_overlap", "8",
+                                              "--per_gpu_train_batch_size", "6", "--train_windows", "2"]
+    assert run_command("train", argv) == 0
+    assert sorted(drawn) == [0, 1] and all(len(documents) == 24 for documents in drawn.values())
+    assert all(windows <= 2 for _, windows, _, _ in drawn[0] + drawn[1])
+    assert max(windows_seen) <= 2 and len(windows_seen) < 2 * 24
+    assert drawn[0] != drawn[1]  # a new draw each epoch
+    with pytest.raises(SystemExit, match="--train_windows must be at least 1, got 0"):
+        run_command("train", [{"sampled": "zero"}.get(value, value) for value in argv[:-1]] + ["0"])
+    assert not (tmp_path / "zero").exists()
 
 
 def test_extract_command_reads_whole_documents_unless_capped(tmp_path, capsys):

@@ -262,6 +262,46 @@ def choose_windows(bounds: np.ndarray, first: np.ndarray, last: np.ndarray) -> n
     return np.argmax(np.where(holds, context, np.iinfo(np.int64).min), axis=0).astype(np.int64)
 
 
+def crop_windows(doc: DocumentFeatures, first: int, count: int) -> DocumentFeatures:
+    """The document as if windows `first` .. `first + count - 1` were all of it: the words
+    that take their vector from them, the mentions that end inside them, phrases numbered
+    again by first appearance, gold spans inside them. Training on a sample of a long
+    document's windows (`--train_windows`) learns from these."""
+    last = min(first + count, doc.num_windows)
+    if first == 0 and last == doc.num_windows:
+        return doc
+    kept = np.flatnonzero((doc.word_windows >= first) & (doc.word_windows < last))
+    if len(kept) == 0:
+        raise ValueError(f"{doc.url}: windows {first}..{last - 1} hold no word of their own")
+    start, end = int(kept[0]), int(kept[-1]) + 1
+    if len(kept) != end - start:
+        raise ValueError(f"{doc.url}: the words of windows {first}..{last - 1} are not contiguous")
+    num_words = end - start
+    grid = doc.phrase_grid[:, start:end].copy()
+    mention_end = np.arange(num_words)[None, :] + np.arange(grid.shape[0])[:, None]
+    grid[mention_end >= num_words] = -1
+    length_index, start_index = np.nonzero(grid >= 0)  # n-major, as phrase_ids_for numbers them
+    old_ids = grid[length_index, start_index]
+    _, first_mention, inverse = np.unique(old_ids, return_index=True, return_inverse=True)
+    order = np.argsort(first_mention, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    grid[length_index, start_index] = rank[inverse.reshape(-1)]
+    firsts = first_mention[order]
+    phrase_first = np.stack([start_index[firsts], length_index[firsts] + 1], axis=1).astype(np.int64)
+    gold = doc.gold_spans
+    inside = (gold[:, 0] >= start) & (gold[:, 1] < end)
+    gold_spans = (gold[inside] - start).astype(np.int64).reshape(-1, 2)
+    offsets = doc.window_offsets[first:last + 1]
+    return DocumentFeatures(
+        url=doc.url, words=doc.words[start:end], input_ids=doc.input_ids[offsets[0]:offsets[-1]],
+        window_offsets=offsets - offsets[0], word_windows=doc.word_windows[start:end] - first,
+        word_starts=doc.word_starts[start:end], phrase_grid=grid, phrase_first=phrase_first,
+        gold_spans=gold_spans, tag_labels=tag_labels_for(gold_spans, num_words),
+        words_cut=doc.words_cut + doc.num_words - num_words, gold_cut=doc.gold_cut + int((~inside).sum()),
+        doc_tokens=doc.doc_tokens)
+
+
 def build_features(records: Sequence[dict[str, Any]], tokenizer, options: FeatureOptions
                    ) -> list[DocumentFeatures]:
     """Features for a chunk of preprocessed records, tokenized in one batched call."""
