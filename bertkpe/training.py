@@ -201,7 +201,7 @@ class Trainer:
         self.load_data()
         seed_everything(args.seed)
         self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words,
-                                 attention_dropout=args.attention_dropout).to(runtime.device)
+                                 attention_dropout=getattr(args, "attention_dropout", None)).to(runtime.device)
         head_lr = args.head_learning_rate or args.learning_rate
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
                                                             args.weight_decay))
@@ -273,11 +273,11 @@ class Trainer:
                         training_state)
 
     def epoch_documents(self, epoch: int) -> list[DocumentFeatures]:
-        """The training documents as one epoch sees them: whole, or with --train_windows K
-        each longer document as a run of K consecutive windows drawn by the seed and the
-        epoch alone (so every rank, and a resumed run, draws the same)."""
-        sample = self.args.train_windows
-        if sample is None:
+        """The training documents as one epoch sees them: with --train_windows K (default 4)
+        each document of more windows as a run of K consecutive windows drawn by the seed
+        and the epoch alone (so every rank, and a resumed run, draws the same); with 0 whole."""
+        sample = getattr(self.args, "train_windows", 0)  # runs saved before it existed trained all windows
+        if not sample:
             return self.train_docs
         if self.sampled_epoch is None or self.sampled_epoch[0] != epoch:
             generator = torch.Generator().manual_seed(self.args.seed + epoch)

@@ -323,6 +323,20 @@ def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
     assert json.loads((run / "last" / "config.json").read_text())["attention_probs_dropout_prob"] == 0
 
 
+def test_a_run_saved_before_train_windows_and_attention_dropout_resumes_as_it_trained(setup, tmp_path):
+    run = tmp_path / "old"
+    assert run_command("train", train_argv(setup, "old", "--max_train_steps", "2", "--no-test_after_training",
+                                           "--no_eval", model_class="bert2tag", output_dir=tmp_path)) == 0
+    options = json.loads((run / "options.json").read_text())
+    assert options["train_windows"] == 4 and options["attention_dropout"] is None
+    for name in ("train_windows", "attention_dropout"):
+        del options[name]
+    (run / "options.json").write_text(json.dumps(options))
+    assert run_command("train", ["--resume", str(run), "--max_train_steps", "3"]) == 0
+    assert budget_of(run) == (3, 3)
+    assert json.loads((run / "last" / "config.json").read_text())["attention_probs_dropout_prob"] == 0.1
+
+
 def test_a_run_name_in_use_is_refused_not_appended_to(setup, tmp_path):
     argv = train_argv(setup, "run", "--max_train_steps", "1", "--no-test_after_training", "--no_eval",
                       "--max_token", "48", "--max_doc_tokens", "48", model_class="bert2tag", output_dir=tmp_path)

@@ -231,7 +231,8 @@ def test_long_documents_train_in_micro_batches_bounded_by_windows(setup, tmp_pat
 
     monkeypatch.setattr(KeyphraseModel, "forward", recording_forward)
     argv = train_argv(setup, "long", "--max_train_epochs", "1", "--no-test_after_training", model_class=model_class,
-                      output_dir=tmp_path) + ["--max_token", "32", "--max_doc_tokens", "4096", "--window_overlap", "8"]
+                      output_dir=tmp_path) + ["--max_token", "32", "--max_doc_tokens", "4096", "--window_overlap", "8",
+                                              "--train_windows", "0"]
     assert run_command("train", argv) == 0
     # micro-batches of at most 4 windows; a document of more windows is alone in its micro-batch
     assert all(windows <= 4 or documents == 1 for windows, documents in seen), seen
@@ -309,9 +310,9 @@ def test_training_on_sampled_windows_draws_a_run_of_windows_per_epoch(setup, tmp
     assert all(windows <= 2 for _, windows, _, _ in drawn[0] + drawn[1])
     assert max(windows_seen) <= 2 and len(windows_seen) < 2 * 24
     assert drawn[0] != drawn[1]  # a new draw each epoch
-    with pytest.raises(SystemExit, match="--train_windows must be at least 1, got 0"):
-        run_command("train", [{"sampled": "zero"}.get(value, value) for value in argv[:-1]] + ["0"])
-    assert not (tmp_path / "zero").exists()
+    with pytest.raises(SystemExit, match=r"--train_windows must be 0 \(all windows\) or more, got -1"):
+        run_command("train", [{"sampled": "negative"}.get(value, value) for value in argv[:-1]] + ["-1"])
+    assert not (tmp_path / "negative").exists()
 
 
 def test_extract_command_reads_whole_documents_unless_capped(tmp_path, capsys):
