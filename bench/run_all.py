@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_arguments(parser)
     parser.add_argument("--only", nargs="+", default=None,
-                        help="sections to run: features, overhead, overhead-base, memory, extract "
+                        help="sections to run: features, overhead, overhead-base, memory, extract, train-step "
                              "(overhead-HEAD / overhead-base-HEAD for one head)")
     parser.add_argument("--max-load", type=float, default=1.5, help="wait until load1 is below this")
     parser.add_argument("--max-wait", type=float, default=600, help="seconds to wait for it per section")
@@ -67,6 +67,7 @@ def main(argv=None) -> int:
         **{f"overhead-base-{head}": ["overhead.py", *base, "--heads", head] for head in heads},
         "memory": ["memory.py"] + (["--lengths", "64", "128", "256", "--batch-size", "2"] if args.quick else []),
         "extract": ["extract.py"],
+        "train-step": ["train_step.py"] + (["--batches", "2", "--repeats", "1"] if args.quick else []),
     }
     info = common.machine_info()
     print("# bertkpe benchmarks" + (" (quick)" if args.quick else ""), "")
