@@ -292,9 +292,9 @@ class Trainer:
 
     def epoch_micro_batches(self, epoch: int) -> list[list[int]]:
         """This rank's micro-batches of one epoch, shuffled by the seed and the epoch alone. A
-        micro-batch holds at most --per_gpu_train_batch_size encoder windows (a document
-        longer than that is a micro-batch of its own, all its windows in one step), so
-        memory is bounded by the flags, not by the corpus."""
+        micro-batch holds at most --per_gpu_train_batch_size encoder windows (a document of
+        more, as --train_windows may leave it, is a micro-batch of its own), so memory is
+        bounded by the flags, not by the corpus."""
         documents = self.epoch_documents(epoch)
         generator = torch.Generator().manual_seed(self.args.seed + epoch)
         batches = length_grouped_batches(token_lengths(documents).tolist(), self.args.per_gpu_train_batch_size,

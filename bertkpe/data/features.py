@@ -200,15 +200,22 @@ def phrase_ids_for(normalized: Sequence[str], candidate: np.ndarray, max_phrase_
         lengths = np.arange(max_phrase_words)
         keys = np.where(lengths[None, None, :] <= lengths[:, None, None], windows[None], 0)  # (N, W, N)
         _, first_index, inverse = np.unique(keys[mask], axis=0, return_index=True, return_inverse=True)
-    # Number phrases by first appearance in n-major order so ids are stable and readable.
+    length_index, start_index = np.nonzero(mask)
+    grid[mask], phrase_first = number_phrases(first_index, inverse, length_index, start_index)
+    return grid, phrase_first
+
+
+def number_phrases(first_index: np.ndarray, inverse: np.ndarray, length_index: np.ndarray,
+                   start_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Phrase ids numbered by first appearance in n-major order, so ids are stable and
+    readable, and each phrase's first mention (start, length). The mentions are listed in
+    n-major order (`length_index`, `start_index`); `first_index` and `inverse` are what
+    `np.unique` returns over their keys."""
     order = np.argsort(first_index, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(order.shape[0])
-    grid[mask] = rank[inverse.reshape(-1)]
-    length_index, start_index = np.nonzero(mask)
-    first_positions = first_index[order]
-    phrase_first = np.stack([start_index[first_positions], length_index[first_positions] + 1], axis=1)
-    return grid, phrase_first.astype(np.int64)
+    firsts = first_index[order]
+    return rank[inverse.reshape(-1)], np.stack([start_index[firsts], length_index[firsts] + 1], axis=1).astype(np.int64)
 
 
 def tag_labels_for(gold_spans: np.ndarray, num_words: int) -> np.ndarray:
@@ -280,15 +287,9 @@ def crop_windows(doc: DocumentFeatures, first: int, count: int) -> DocumentFeatu
     grid = doc.phrase_grid[:, start:end].copy()
     mention_end = np.arange(num_words)[None, :] + np.arange(grid.shape[0])[:, None]
     grid[mention_end >= num_words] = -1
-    length_index, start_index = np.nonzero(grid >= 0)  # n-major, as phrase_ids_for numbers them
-    old_ids = grid[length_index, start_index]
-    _, first_mention, inverse = np.unique(old_ids, return_index=True, return_inverse=True)
-    order = np.argsort(first_mention, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    grid[length_index, start_index] = rank[inverse.reshape(-1)]
-    firsts = first_mention[order]
-    phrase_first = np.stack([start_index[firsts], length_index[firsts] + 1], axis=1).astype(np.int64)
+    length_index, start_index = np.nonzero(grid >= 0)
+    _, first_index, inverse = np.unique(grid[length_index, start_index], return_index=True, return_inverse=True)
+    grid[length_index, start_index], phrase_first = number_phrases(first_index, inverse, length_index, start_index)
     gold = doc.gold_spans
     inside = (gold[:, 0] >= start) & (gold[:, 1] < end)
     gold_spans = (gold[inside] - start).astype(np.int64).reshape(-1, 2)
