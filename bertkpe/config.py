@@ -11,6 +11,7 @@ from bertkpe.dataset_classes import DATASET_CLASSES
 
 MODEL_CLASS_NAMES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 DEFAULT_ENCODER = "default"
+RANK_LOSS_NAMES = ("margin", "softmax")  # bertkpe.models.rank.RANK_LOSSES, named without importing torch
 
 
 def resolve_encoder(name: str, pretrain_model_path: str | None = None) -> str:
@@ -164,6 +165,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="sub-tokens per encoder window (cut at a word); at most the encoder's position limit")
     add_document_arguments(group)
     group.add_argument("--max_phrase_words", type=int, default=5, help="longest n-gram candidate")
+    group.add_argument("--rank_loss", choices=RANK_LOSS_NAMES, default="margin",
+                       help="bert2rank and bert2joint: margin, the paper's hinge over every positive-negative "
+                            "phrase pair; softmax, each positive against all the document's negatives at once")
     group.add_argument("--attention_dropout", type=float, default=None,
                        help="dropout on the encoder's attention probabilities while training (default: the "
                             "encoder's own, 0.1 for BERT; 0 lets PyTorch use its fused attention)")

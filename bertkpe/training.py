@@ -30,7 +30,7 @@ from bertkpe.data.batching import collate, length_grouped_batches, shard, token_
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, crop_windows, load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
 from bertkpe.evaluation import evaluate_split, format_split_scores, split_features, write_json, write_predictions
-from bertkpe.models import KeyphraseModel, build_model, load_model
+from bertkpe.models import KeyphraseModel, build_model, load_model, model_type
 from bertkpe.models.base import load_weights
 from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
                              teardown_runtime)
@@ -185,6 +185,16 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
     return restored, run_dir, checkpoint
 
 
+def head_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Training flags that are options of the head (saved in its kpe_config.json)."""
+    rank_loss = getattr(args, "rank_loss", "margin")  # runs saved before the flag: the paper's loss
+    if "rank_loss" in model_type(args.model_class).head_options:
+        return {"rank_loss": rank_loss}
+    if rank_loss != "margin":
+        raise SystemExit(f"error: --rank_loss applies to bert2rank and bert2joint, not {args.model_class}")
+    return {}
+
+
 def encoder_of(args: argparse.Namespace) -> str:
     return config.resolve_encoder(args.pretrain_model_type, getattr(args, "pretrain_model_path", None))
 
@@ -201,7 +211,8 @@ class Trainer:
         self.load_data()
         seed_everything(args.seed)
         self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words,
-                                 attention_dropout=getattr(args, "attention_dropout", None)).to(runtime.device)
+                                 attention_dropout=getattr(args, "attention_dropout", None),
+                                 **head_options(args)).to(runtime.device)
         head_lr = args.head_learning_rate or args.learning_rate
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
                                                             args.weight_decay))
@@ -478,6 +489,7 @@ def run(args: argparse.Namespace) -> int:
         args, run_dir, resume_from = prepare_run_dir(args, runtime)
         config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
         config.resolve_document_flags(args)
+        head_options(args)
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
         if runtime.is_main:

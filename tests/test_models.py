@@ -10,7 +10,7 @@ import torch
 
 from bertkpe.decoding import decode_batch
 from bertkpe.models import ATTENTION_DROPOUT_NAMES, load_model, pool_phrases
-from bertkpe.models.rank import margin_rank_loss
+from bertkpe.models.rank import RANK_LOSSES, margin_rank_loss, softmax_rank_loss
 from helpers import (ENCODER_KINDS, MODEL_CLASSES, batch_of, default_tokenizer, featurize, kp20k_records,
                      make_record, tiny_config, tiny_model)
 
@@ -432,7 +432,32 @@ def test_margin_rank_loss_by_hand():
     assert scores.grad[0].tolist() == pytest.approx([-0.25, 0.0, 0.25, 0.0])
 
 
-def test_margin_rank_loss_with_no_pairs_is_zero_with_gradient():
+def test_softmax_rank_loss_by_hand():
+    scores = torch.tensor([[2.0, 0.5, 1.8, 5.0],  # one positive, slot 3 masked out
+                           [1.0, 0.0, 0.5, 0.0],  # two positives
+                           [3.0, 1.0, 0.0, 0.0],  # all positive: excluded
+                           [0.0, 1.0, 2.0, 0.0]], requires_grad=True)  # no positive: excluded
+    labels = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+
+    def softplus(x):
+        return math.log1p(math.exp(x))
+
+    negatives_0 = math.log(math.exp(0.5) + math.exp(1.8))
+    document_0 = softplus(negatives_0 - 2.0)
+    document_1 = (softplus(0.5 - 1.0) + softplus(0.5 - 0.0)) / 2
+    loss = softmax_rank_loss(scores, labels, mask)
+    assert loss.item() == pytest.approx((document_0 + document_1) / 2, rel=1e-6)
+    loss.backward()
+    assert scores.grad[2:].abs().sum() == 0 and scores.grad[0, 3] == 0
+    # every negative is pushed down in proportion to e^score: the one closest to the positive most
+    assert scores.grad[0, 2].item() / scores.grad[0, 1].item() == pytest.approx(math.exp(1.8 - 0.5), rel=1e-5)
+    assert scores.grad[0, 0].item() == pytest.approx(-(scores.grad[0, 1] + scores.grad[0, 2]).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("rank_loss", sorted(RANK_LOSSES))
+def test_rank_loss_with_no_pairs_is_zero_with_gradient(rank_loss):
+    loss_of = RANK_LOSSES[rank_loss]
     no_pad = torch.ones(2, 3, dtype=torch.bool)
     for labels, mask in [(torch.zeros(2, 3), no_pad), (torch.ones(2, 3), no_pad),
                          (torch.ones(2, 3), torch.zeros(2, 3)), (torch.tensor([[1, 0, 0], [1, 1, 1]]),
@@ -440,21 +465,38 @@ def test_margin_rank_loss_with_no_pairs_is_zero_with_gradient():
         # padded slots hold -inf, as pool_phrases leaves them
         scores = torch.tensor([[0.5, 1.0, 2.0], [2.0, 0.0, -1.0]]).masked_fill(~mask.bool(), -math.inf)
         scores.requires_grad_(True)
-        loss = margin_rank_loss(scores, labels.long(), mask.bool())
+        loss = loss_of(scores, labels.long(), mask.bool())
         assert loss.item() == 0.0 and loss.requires_grad
         loss.backward()
         assert torch.equal(scores.grad, torch.zeros_like(scores))
     empty = torch.zeros(0, 0, requires_grad=True)
-    loss = margin_rank_loss(empty, torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.bool))
+    loss = loss_of(empty, torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.bool))
     assert loss.item() == 0.0 and loss.requires_grad
 
 
-def test_margin_rank_loss_ignores_padded_minus_infinity():
-    scores = torch.tensor([[1.0, 0.0, -math.inf]], requires_grad=True)
-    loss = margin_rank_loss(scores, torch.tensor([[1, 0, 0]]), torch.tensor([[True, True, False]]))
-    assert loss.item() == pytest.approx(0.0)
+@pytest.mark.parametrize("rank_loss", sorted(RANK_LOSSES))
+def test_rank_loss_ignores_padded_minus_infinity(rank_loss):
+    scores = torch.tensor([[1.0, 0.0, -math.inf], [2.0, -math.inf, -math.inf]], requires_grad=True)
+    labels, mask = torch.tensor([[1, 0, 0], [1, 0, 0]]), torch.tensor([[True, True, False], [True, False, False]])
+    loss = RANK_LOSSES[rank_loss](scores, labels, mask)
+    expected = {"margin": 0.0, "softmax": math.log1p(math.exp(-1.0))}[rank_loss]
+    assert loss.item() == pytest.approx(expected)
     loss.backward()
     assert torch.isfinite(scores.grad).all()
+
+
+def test_rank_loss_is_a_head_option_saved_with_the_checkpoint(tmp_path):
+    from bertkpe.config import RANK_LOSS_NAMES
+    from bertkpe.models import build_model
+
+    assert sorted(RANK_LOSS_NAMES) == sorted(RANK_LOSSES)
+    for model_class in ("bert2rank", "bert2joint"):
+        model = build_model(model_class, tiny_config("bert"), rank_loss="softmax")
+        model.save_pretrained(tmp_path / model_class)
+        assert load_model(tmp_path / model_class).rank_loss == "softmax"
+        assert build_model(model_class, tiny_config("bert")).rank_loss == "margin"
+    with pytest.raises(ValueError, match="rank_loss is one of"):
+        build_model("bert2joint", tiny_config("bert"), rank_loss="hinge")
 
 
 def test_pool_phrases_is_max_over_mentions():

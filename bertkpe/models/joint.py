@@ -14,8 +14,8 @@ class Bert2Joint(Bert2Rank):
 
     model_class = "bert2joint"
 
-    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
-        super().__init__(encoder, max_phrase_words)
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5, rank_loss: str = "margin"):
+        super().__init__(encoder, max_phrase_words, rank_loss)
         self.chunk_classifier = nn.Linear(CNN_CHANNELS, 2)
 
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
@@ -23,5 +23,5 @@ class Bert2Joint(Bert2Rank):
         mention_scores = self.rank_scores(scores, batch)
         loss = None
         if compute_loss:
-            loss = self.rank_loss(mention_scores, batch) + chunk_loss(chunk_logits, batch)
+            loss = self.phrase_rank_loss(mention_scores, batch) + chunk_loss(chunk_logits, batch)
         return ModelOutput(mention_scores, loss)

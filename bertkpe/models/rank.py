@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from bertkpe.data.batching import Batch
 from bertkpe.models.base import KeyphraseModel, ModelOutput
@@ -37,13 +38,48 @@ def margin_rank_loss(phrase_scores: torch.Tensor, phrase_labels: torch.Tensor, p
     return per_document[has_pairs].mean()
 
 
+def softmax_rank_loss(phrase_scores: torch.Tensor, phrase_labels: torch.Tensor,
+                      phrase_mask: torch.Tensor) -> torch.Tensor:
+    """Each positive phrase against all of its document's negatives at once,
+    -log(e^s+ / (e^s+ + sum e^s-)) = softplus(logsumexp(s-) - s+), averaged over positives,
+    then over documents that have both.
+
+    The mean hinge of `margin_rank_loss` spreads its gradient over every pair, most of them
+    with negatives far below the positives; here it goes to the negatives that outscore a
+    positive, the ones that decide the top k.
+    """
+    scores = phrase_scores.float()
+    positive = phrase_labels.bool() & phrase_mask
+    negative = ~phrase_labels.bool() & phrase_mask
+    has_both = positive.any(1) & negative.any(1)
+    if not bool(has_both.any()):
+        return scores.masked_fill(~phrase_mask, 0.0).sum() * 0.0
+    # finite fills: padded -inf slots and documents without negatives must not turn gradients into NaN
+    lowest = torch.finfo(scores.dtype).min
+    negatives = torch.logsumexp(scores.masked_fill(~negative, lowest), dim=1, keepdim=True)  # (B, 1)
+    per_positive = F.softplus(negatives - scores.masked_fill(~positive, 0.0)) * positive
+    per_document = per_positive.sum(1) / positive.sum(1).clamp(min=1)
+    return per_document[has_both].mean()
+
+
+RANK_LOSSES = {"margin": margin_rank_loss, "softmax": softmax_rank_loss}
+
+
 class Bert2Rank(KeyphraseModel):
-    """Mention score = a linear score of its n-gram CNN vector; trained to rank."""
+    """Mention score = a linear score of its n-gram CNN vector; trained to rank.
+
+    `rank_loss` is "margin" (the paper's hinge over positive-negative pairs) or "softmax"
+    (each positive against all negatives); it only changes training.
+    """
 
     model_class = "bert2rank"
+    head_options = ("rank_loss",)
 
-    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5):
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5, rank_loss: str = "margin"):
         super().__init__(encoder, max_phrase_words)
+        if rank_loss not in RANK_LOSSES:
+            raise ValueError(f"rank_loss is one of {sorted(RANK_LOSSES)}, got {rank_loss!r}")
+        self.rank_loss = rank_loss
         self.ngram_cnn = NGramCNN(self.hidden_size, max_phrase_words, CNN_CHANNELS, self.dropout_rate / 2)
         self.rank_scorer = nn.Linear(CNN_CHANNELS, 1)
 
@@ -51,12 +87,12 @@ class Bert2Rank(KeyphraseModel):
         """(B, N, W, 1) scorer outputs -> (B, N, W) mention scores, -inf off the candidates."""
         return scores.squeeze(-1).float().masked_fill(~batch.mention_mask, float("-inf"))
 
-    def rank_loss(self, mention_scores: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def phrase_rank_loss(self, mention_scores: torch.Tensor, batch: Batch) -> torch.Tensor:
         phrase_scores = self.phrase_scores(mention_scores, batch)
-        return margin_rank_loss(phrase_scores, batch.phrase_labels(), batch.phrase_mask)
+        return RANK_LOSSES[self.rank_loss](phrase_scores, batch.phrase_labels(), batch.phrase_mask)
 
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
         (scores,) = self.ngram_cnn(words, self.rank_scorer)
         mention_scores = self.rank_scores(scores, batch)
-        loss = self.rank_loss(mention_scores, batch) if compute_loss else None
+        loss = self.phrase_rank_loss(mention_scores, batch) if compute_loss else None
         return ModelOutput(mention_scores, loss)
