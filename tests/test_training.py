@@ -323,18 +323,37 @@ def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):
     assert json.loads((run / "last" / "config.json").read_text())["attention_probs_dropout_prob"] == 0
 
 
-def test_a_run_saved_before_train_windows_and_attention_dropout_resumes_as_it_trained(setup, tmp_path):
+def test_a_run_saved_before_train_windows_attention_dropout_and_rank_loss_resumes_as_it_trained(setup, tmp_path):
     run = tmp_path / "old"
     assert run_command("train", train_argv(setup, "old", "--max_train_steps", "2", "--no-test_after_training",
-                                           "--no_eval", model_class="bert2tag", output_dir=tmp_path)) == 0
+                                           "--no_eval", output_dir=tmp_path)) == 0
     options = json.loads((run / "options.json").read_text())
-    assert options["train_windows"] == 4 and options["attention_dropout"] is None
-    for name in ("train_windows", "attention_dropout"):
+    assert options["train_windows"] == 4 and options["attention_dropout"] is None and options["rank_loss"] == "margin"
+    for name in ("train_windows", "attention_dropout", "rank_loss"):
         del options[name]
     (run / "options.json").write_text(json.dumps(options))
     assert run_command("train", ["--resume", str(run), "--max_train_steps", "3"]) == 0
     assert budget_of(run) == (3, 3)
     assert json.loads((run / "last" / "config.json").read_text())["attention_probs_dropout_prob"] == 0.1
+    assert json.loads((run / "last" / "kpe_config.json").read_text())["rank_loss"] == "margin"
+
+
+def test_softmax_rank_loss_trains_and_is_saved_with_the_head(setup, tmp_path):
+    assert run_command("train", train_argv(setup, "run", "--max_train_steps", "2", "--no-test_after_training",
+                                           "--rank_loss", "softmax", output_dir=tmp_path)) == 0
+    for name in ("best", "last"):
+        assert json.loads((tmp_path / "run" / name / "kpe_config.json").read_text())["rank_loss"] == "softmax"
+    assert all(math.isfinite(loss) for loss in logged_losses(tmp_path / "run" / "train.log"))
+    assert run_command("train", ["--resume", str(tmp_path / "run"), "--max_train_steps", "3"]) == 0
+    assert json.loads((tmp_path / "run" / "last" / "kpe_config.json").read_text())["rank_loss"] == "softmax"
+
+
+def test_softmax_rank_loss_is_refused_for_heads_without_a_rank_loss(setup, tmp_path):
+    argv = train_argv(setup, "run", "--max_train_steps", "1", "--rank_loss", "softmax", model_class="bert2tag",
+                      output_dir=tmp_path)
+    with pytest.raises(SystemExit, match="--rank_loss applies to bert2rank and bert2joint, not bert2tag"):
+        run_command("train", argv)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_run_name_in_use_is_refused_not_appended_to(setup, tmp_path):
