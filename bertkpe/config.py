@@ -12,6 +12,7 @@ from bertkpe.dataset_classes import DATASET_CLASSES
 MODEL_CLASS_NAMES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 DEFAULT_ENCODER = "default"
 RANK_LOSS_NAMES = ("margin", "softmax")  # bertkpe.models.rank.RANK_LOSSES, named without importing torch
+TRAIN_SPLIT_NAMES = ("train", "dev")
 
 
 def resolve_encoder(name: str, pretrain_model_path: str | None = None) -> str:
@@ -139,6 +140,16 @@ def resolve_document_flags(args: argparse.Namespace) -> None:
     vars(args).update(resolved)
 
 
+def train_splits(args: argparse.Namespace) -> list[str]:
+    """The splits a run trains on, checked: dev among them rules out scoring on dev, which
+    would then be training data. Runs saved before the flag trained on train."""
+    splits = list(dict.fromkeys(getattr(args, "train_splits", None) or ["train"]))
+    if "dev" in splits and not args.no_eval:
+        raise SystemExit("error: --train_splits with dev trains on the dev split, so dev evaluation would score "
+                         "training documents: add --no_eval (the last weights are kept)")
+    return splits
+
+
 def document_options(max_token: int, max_doc_tokens: int, window_overlap: int | None) -> dict[str, int]:
     """`max_doc_tokens` and `window_overlap` for FeatureOptions, checked; an unset overlap is
     the default, kept under a quarter of a window so that windows advance."""
@@ -189,6 +200,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup_proportion", type=float, default=0.1)
     group.add_argument("--weight_decay", type=float, default=0.01)
     group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument("--train_splits", nargs="+", choices=TRAIN_SPLIT_NAMES, default=["train"],
+                       help="preprocessed splits to train on; `train dev` fits a final model on both once "
+                            "its settings were chosen on dev (needs --no_eval)")
     group.add_argument("--train_windows", type=int, default=DEFAULT_TRAIN_WINDOWS,
                        help="train on K consecutive encoder windows of each longer document, drawn anew "
                             "each epoch; 0: all its windows (up to --max_doc_tokens) in one step")

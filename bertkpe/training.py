@@ -239,17 +239,23 @@ class Trainer:
         args, runtime = self.args, self.runtime
         if not runtime.is_main:
             runtime.barrier()  # rank 0 builds the feature cache first; the others then load it
-        documents = split_features(args, "train", self.tokenizer, self.feature_options)
+        splits = config.train_splits(args)
+        documents = [doc for split in splits for doc in split_features(args, split, self.tokenizer,
+                                                                       self.feature_options)]
         self.train_docs, skipped = trainable(documents, args.model_class)
         self.dev_docs = [] if args.no_eval else split_features(args, "dev", self.tokenizer, self.feature_options)
         if runtime.is_main:
             runtime.barrier()
-        logger.info("training documents: %d usable, %d skipped (no present keyphrase, or no negative phrase, "
-                    "left in the first %d sub-tokens)", len(self.train_docs), skipped,
+        logger.info("training documents (%s): %d usable, %d skipped (no present keyphrase, or no negative phrase, "
+                    "left in the first %d sub-tokens)", " + ".join(splits), len(self.train_docs), skipped,
                     self.feature_options.doc_tokens)
         if not self.train_docs:
             raise SystemExit("error: no usable training document")
-        self.stemmer = config.data_stemmer(config.split_file(args, "train"))
+        stemmers = {config.data_stemmer(config.split_file(args, split)) for split in splits}
+        if len(stemmers) > 1:
+            raise SystemExit(f"error: the splits {' and '.join(splits)} were matched with different stemmers "
+                             f"({', '.join(sorted(stemmers))}): preprocess them together")
+        self.stemmer = stemmers.pop()
         self.sampled_epoch: tuple[int, list[DocumentFeatures]] | None = None
 
     def checkpoint_options(self) -> dict[str, Any]:
@@ -489,6 +495,7 @@ def run(args: argparse.Namespace) -> int:
         args, run_dir, resume_from = prepare_run_dir(args, runtime)
         config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
         config.resolve_document_flags(args)
+        config.train_splits(args)
         head_options(args)
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)

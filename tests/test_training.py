@@ -356,6 +356,25 @@ def test_softmax_rank_loss_is_refused_for_heads_without_a_rank_loss(setup, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_train_splits_train_and_dev_fit_one_model_on_both(setup, tmp_path):
+    # 24 train and 12 dev documents in micro-batches of 4: an epoch of train is 6 steps, of both 9
+    argv = train_argv(setup, "run", "--max_train_epochs", "1", "--train_splits", "train", "dev", "--no_eval",
+                      "--no-test_after_training", model_class="bert2tag", output_dir=tmp_path)
+    assert run_command("train", argv) == 0
+    assert budget_of(tmp_path / "run") == (9, 9)
+    assert "training documents (train + dev): 36 usable" in (tmp_path / "run" / "train.log").read_text()
+    assert json.loads((tmp_path / "run" / "options.json").read_text())["train_splits"] == ["train", "dev"]
+
+
+def test_train_splits_with_dev_are_refused_while_dev_is_evaluated(setup, tmp_path):
+    argv = train_argv(setup, "run", "--max_train_steps", "1", "--train_splits", "train", "dev",
+                      model_class="bert2tag", output_dir=tmp_path)
+    with pytest.raises(SystemExit, match="trains on the dev split, so dev evaluation would score training "
+                                         "documents: add --no_eval"):
+        run_command("train", argv)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_name_in_use_is_refused_not_appended_to(setup, tmp_path):
     argv = train_argv(setup, "run", "--max_train_steps", "1", "--no-test_after_training", "--no_eval",
                       "--max_token", "48", "--max_doc_tokens", "48", model_class="bert2tag", output_dir=tmp_path)
