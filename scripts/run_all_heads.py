@@ -18,6 +18,7 @@ from demo import TRAIN_SETTINGS
 
 from bertkpe.cli import run_command
 from bertkpe.data.default_data import ensure_default_data
+from bertkpe.models import model_type
 
 HEADS = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 HEAD_NAMES = {"bert2span": "Bert2Span", "bert2tag": "Bert2Tag", "bert2chunk": "Bert2Chunk",
@@ -25,17 +26,27 @@ HEAD_NAMES = {"bert2span": "Bert2Span", "bert2tag": "Bert2Tag", "bert2chunk": "B
 
 
 def effective_settings(flags: list[str]) -> list[str]:
-    """Later flags override earlier ones (as argparse would); --model_class is per head."""
+    """Later flags override earlier ones (as argparse would); a flag takes every value up to
+    the next flag (`--train_splits train dev`); --model_class is per head."""
     merged: dict[str, list[str]] = {}
     index = 0
     while index < len(flags):
-        flag = flags[index]
-        has_value = index + 1 < len(flags) and not flags[index + 1].startswith("--")
+        flag, end = flags[index], index + 1
+        while end < len(flags) and not flags[end].startswith("--"):
+            end += 1
         merged.pop(flag, None)
-        merged[flag] = flags[index + 1:index + 2] if has_value else []
-        index += 2 if has_value else 1
+        merged[flag] = flags[index + 1:end]
+        index = end
     merged.pop("--model_class", None)
     return [token for flag, value in merged.items() for token in (flag, *value)]
+
+
+def head_settings(settings: list[str], head: str) -> list[str]:
+    """The settings less --rank_loss for a head that has no rank loss."""
+    if "--rank_loss" not in settings or "rank_loss" in model_type(head).head_options:
+        return settings
+    index = settings.index("--rank_loss")
+    return settings[:index] + settings[index + 2:]
 
 
 def preprocess(corpus: str, shared: Path, folder: str) -> tuple[str, str]:
@@ -101,7 +112,7 @@ def main() -> int:
             status = run_command("train", ["--dataset_class", dataset_class, "--dataset_name", dataset_name,
                                            "--preprocess_folder", args.preprocess_folder,
                                            "--output_dir", args.output_dir, "--run_name", run_name,
-                                           "--model_class", head, *settings])
+                                           "--model_class", head, *head_settings(settings, head)])
         if not (run_dir / "metrics.json").is_file():
             return status or 1
         rows.append((head, json.loads((run_dir / "metrics.json").read_text())["eval"]))
