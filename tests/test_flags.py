@@ -167,3 +167,15 @@ def test_the_heads_table_merges_multi_valued_flags_and_drops_rank_loss_where_a_h
     for head in ("bert2span", "bert2tag", "bert2chunk"):
         assert head_settings(settings, head) == ["--train_splits", "train", "dev", "--no_eval",
                                                  "--max_train_epochs", "1"]
+
+
+def test_the_demo_settings_train_on_train_and_dev_with_the_softmax_rank_loss(setup, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from demo import TRAIN_SETTINGS
+
+    # the tiny encoder, windows and step budget of the test flags override the demo's
+    argv = [*TRAIN_SETTINGS, *train_argv(setup, "demo", "--max_train_epochs", "0.25", output_dir=tmp_path)]
+    assert run_command("train", argv) == 0
+    assert "training documents (train + dev): 36 usable" in (tmp_path / "demo" / "train.log").read_text()
+    assert json.loads((tmp_path / "demo" / "best" / "kpe_config.json").read_text())["rank_loss"] == "softmax"
+    assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["eval"]["num_docs"] == 12
