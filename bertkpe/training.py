@@ -459,7 +459,8 @@ class Trainer:
         return self.runtime.from_main(metrics)[0]
 
     def test_best(self) -> dict[str, Any]:
-        """Decode dev and eval with the best checkpoint; write metrics.json and predictions."""
+        """Decode dev and eval with the best checkpoint; write metrics.json and predictions.
+        A split the run trained on is left out: its scores would be training scores."""
         args, runtime = self.args, self.runtime
         runtime.barrier()
         best = load_model(resolve_checkpoint(self.run_dir / "best"), runtime.device)
@@ -469,7 +470,8 @@ class Trainer:
             metrics["dev"] = best_dev
             logger.info("best checkpoint on dev: evaluated at step %d, predictions.dev.jsonl written then",
                         self.state.best_step)
-        for split in ("eval",) if best_dev is not None else ("dev", "eval"):
+        held_out = [split for split in ("dev", "eval") if split not in config.train_splits(args)]
+        for split in ("eval",) if best_dev is not None else held_out:
             documents = self.dev_docs if split == "dev" and self.dev_docs else \
                 split_features(args, split, self.tokenizer, self.feature_options)
             scores, predictions = evaluate_split(best, documents, args, split, runtime, self.pad_token_id)

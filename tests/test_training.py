@@ -359,11 +359,15 @@ def test_softmax_rank_loss_is_refused_for_heads_without_a_rank_loss(setup, tmp_p
 def test_train_splits_train_and_dev_fit_one_model_on_both(setup, tmp_path):
     # 24 train and 12 dev documents in micro-batches of 4: an epoch of train is 6 steps, of both 9
     argv = train_argv(setup, "run", "--max_train_epochs", "1", "--train_splits", "train", "dev", "--no_eval",
-                      "--no-test_after_training", model_class="bert2tag", output_dir=tmp_path)
+                      model_class="bert2tag", output_dir=tmp_path)
     assert run_command("train", argv) == 0
     assert budget_of(tmp_path / "run") == (9, 9)
     assert "training documents (train + dev): 36 usable" in (tmp_path / "run" / "train.log").read_text()
     assert json.loads((tmp_path / "run" / "options.json").read_text())["train_splits"] == ["train", "dev"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(metrics) == ["eval"]  # dev was trained on: no score, no predictions
+    assert not (tmp_path / "run" / "predictions.dev.jsonl").exists()
+    check_predictions(tmp_path / "run" / "predictions.eval.jsonl", setup["data"] / "kp20k" / "kp20k.eval.json", 10)
 
 
 def test_train_splits_with_dev_are_refused_while_dev_is_evaluated(setup, tmp_path):
