@@ -417,13 +417,19 @@ def test_save_and_load_round_trip(model_class, tmp_path):
 
 # --------------------------------------------------------------------------- rank loss edge cases
 
-def test_margin_rank_loss_by_hand():
+def rank_loss_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Phrase scores, labels and mask of four documents that cover the loss's cases."""
     scores = torch.tensor([[2.0, 0.5, 1.8, 5.0],  # one positive, slot 3 masked out
                            [1.0, 0.0, 0.5, 0.0],  # two positives
                            [3.0, 1.0, 0.0, 0.0],  # all positive: excluded
                            [0.0, 1.0, 2.0, 0.0]], requires_grad=True)  # no positive: excluded
     labels = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    return scores, labels, mask
+
+
+def test_margin_rank_loss_by_hand():
+    scores, labels, mask = rank_loss_case()
     # doc 0: (0 + 0.8) / 2 = 0.4; doc 1: (0.5 + 1.5) / 2 = 1.0
     loss = margin_rank_loss(scores, labels, mask)
     assert loss.item() == pytest.approx(0.7)
@@ -433,12 +439,7 @@ def test_margin_rank_loss_by_hand():
 
 
 def test_softmax_rank_loss_by_hand():
-    scores = torch.tensor([[2.0, 0.5, 1.8, 5.0],  # one positive, slot 3 masked out
-                           [1.0, 0.0, 0.5, 0.0],  # two positives
-                           [3.0, 1.0, 0.0, 0.0],  # all positive: excluded
-                           [0.0, 1.0, 2.0, 0.0]], requires_grad=True)  # no positive: excluded
-    labels = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
-    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    scores, labels, mask = rank_loss_case()
 
     def softplus(x):
         return math.log1p(math.exp(x))
