@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -368,6 +369,18 @@ def test_train_splits_train_and_dev_fit_one_model_on_both(setup, tmp_path):
     assert list(metrics) == ["eval"]  # dev was trained on: no score, no predictions
     assert not (tmp_path / "run" / "predictions.dev.jsonl").exists()
     check_predictions(tmp_path / "run" / "predictions.eval.jsonl", setup["data"] / "kp20k" / "kp20k.eval.json", 10)
+
+
+def test_train_splits_matched_with_different_stemmers_are_refused(setup, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(setup["data"] / "kp20k", data / "kp20k")
+    dev = data / "kp20k" / "kp20k.dev.json"
+    dev.write_text("".join(json.dumps({**row, "stemmer": "none"}) + "\n" for row in read_jsonl(dev)))
+    argv = train_argv(setup, "run", "--max_train_steps", "1", "--train_splits", "train", "dev", "--no_eval",
+                      "--preprocess_folder", str(data), model_class="bert2tag", output_dir=tmp_path)
+    with pytest.raises(SystemExit, match=r"the splits train and dev were matched with different stemmers "
+                                         r"\(none, porter\): preprocess them together"):
+        run_command("train", argv)
 
 
 def test_train_splits_with_dev_are_refused_while_dev_is_evaluated(setup, tmp_path):
