@@ -140,14 +140,15 @@ def resolve_document_flags(args: argparse.Namespace) -> None:
     vars(args).update(resolved)
 
 
-def train_splits(args: argparse.Namespace) -> list[str]:
-    """The splits a run trains on, checked: dev among them rules out scoring on dev, which
-    would then be training data. Runs saved before the flag trained on train."""
+def resolve_train_splits(args: argparse.Namespace) -> None:
+    """`--train_splits` checked and made explicit on `args`, before any work starts: dev among
+    them rules out scoring on dev, which would then be training data. Runs saved before
+    the flag trained on train."""
     splits = list(dict.fromkeys(getattr(args, "train_splits", None) or ["train"]))
     if "dev" in splits and not args.no_eval:
         raise SystemExit("error: --train_splits with dev trains on the dev split, so dev evaluation would score "
                          "training documents: add --no_eval (the last weights are kept)")
-    return splits
+    args.train_splits = splits
 
 
 def document_options(max_token: int, max_doc_tokens: int, window_overlap: int | None) -> dict[str, int]:

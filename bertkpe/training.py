@@ -239,7 +239,7 @@ class Trainer:
         args, runtime = self.args, self.runtime
         if not runtime.is_main:
             runtime.barrier()  # rank 0 builds the feature cache first; the others then load it
-        splits = config.train_splits(args)
+        splits = args.train_splits
         documents = [doc for split in splits for doc in split_features(args, split, self.tokenizer,
                                                                        self.feature_options)]
         self.train_docs, skipped = trainable(documents, args.model_class)
@@ -470,7 +470,7 @@ class Trainer:
             metrics["dev"] = best_dev
             logger.info("best checkpoint on dev: evaluated at step %d, predictions.dev.jsonl written then",
                         self.state.best_step)
-        held_out = [split for split in ("dev", "eval") if split not in config.train_splits(args)]
+        held_out = [split for split in ("dev", "eval") if split not in args.train_splits]
         for split in ("eval",) if best_dev is not None else held_out:
             documents = self.dev_docs if split == "dev" and self.dev_docs else \
                 split_features(args, split, self.tokenizer, self.feature_options)
@@ -497,7 +497,7 @@ def run(args: argparse.Namespace) -> int:
         args, run_dir, resume_from = prepare_run_dir(args, runtime)
         config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
         config.resolve_document_flags(args)
-        config.train_splits(args)
+        config.resolve_train_splits(args)
         head_options(args)
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)
