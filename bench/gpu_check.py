@@ -10,10 +10,11 @@ Steps, each in its own process so that one failure is reported and the rest stil
      ending with a dev evaluation and a test of its best checkpoint (the path that
      crashed when evaluation decoded a CPU batch against CUDA scores);
   3. kill a bf16 run with SIGKILL after its first saved `last/`, continue it with
-     `--resume`, and check that it finishes its step budget;
+     `--resume`, and check that it finishes its step budget (with `--ema_decay`, so the
+     moving average is saved and restored on the device too);
   4. `scripts/test.py` on a trained checkpoint in fp16, compared with the run's own test;
   5. `bertkpe extract` on the device;
-  6. `torchrun` over every visible GPU (NCCL), in bf16.
+  6. `torchrun` over every visible GPU (NCCL), in bf16, with `--ema_decay`.
 Throughput (documents per second of training) is read from each run's log. Everything
 is written under --workdir, never into the repository; `--json` keeps the raw rows.
 With `--device cpu` fp16 is skipped (it needs CUDA) and torchrun uses two gloo processes.
@@ -141,7 +142,8 @@ class Check:
         head = self.args.heads[-1]
         name = f"{head}_resume"
         argv = [sys.executable, "scripts/train.py",
-                *self.train_argv(name, head, "bf16", "--save_every", "1", "--no_eval", "--no-test_after_training")]
+                *self.train_argv(name, head, "bf16", "--save_every", "1", "--no_eval", "--no-test_after_training",
+                                 "--ema_decay", "0.99")]
         state = self.work / "runs" / name / "last" / "training_state.pt"
         log = self.work / "logs" / "resume_killed.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +216,7 @@ class Check:
         name = f"{head}_torchrun"
         ok, seconds, detail = self.command("torchrun", [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-            "scripts/train.py", *self.train_argv(name, head, "bf16")])
+            "scripts/train.py", *self.train_argv(name, head, "bf16", "--ema_decay", "0.99")])
         scores = self.metrics(self.work / "runs" / name).get("eval", {})
         backend = "nccl" if self.cuda else "gloo"
         self.add(Row("6 torchrun", f"{head} bf16, {processes} process(es), {backend}", ok and "F1@5" in scores,

@@ -164,6 +164,11 @@ def document_options(max_token: int, max_doc_tokens: int, window_overlap: int | 
     return {"max_doc_tokens": max_doc_tokens, "window_overlap": window_overlap}
 
 
+def check_ema_decay(decay: float) -> None:
+    if not 0.0 <= decay < 1.0:
+        raise SystemExit(f"error: --ema_decay must be at least 0 and less than 1 (0: no average), got {decay}")
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run_mode", default="train", choices=("train",), help="accepted for compatibility")
     add_data_arguments(parser, "required unless --resume")
@@ -201,6 +206,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--warmup_proportion", type=float, default=0.1)
     group.add_argument("--weight_decay", type=float, default=0.01)
     group.add_argument("--max_grad_norm", type=float, default=1.0)
+    group.add_argument("--ema_decay", type=float, default=0.0,
+                       help="evaluate and keep an exponential moving average of the weights, updated after every "
+                            "optimizer step with this decay (e.g. 0.99; one more copy of the weights in memory); "
+                            "0: the weights themselves, as the paper")
     group.add_argument("--train_splits", nargs="+", choices=TRAIN_SPLIT_NAMES, default=["train"],
                        help="preprocessed splits to train on; `train dev` fits a final model on both once "
                             "its settings were chosen on dev (needs --no_eval)")

@@ -3,7 +3,8 @@
 One readable loop: length-grouped micro-batches, gradient accumulation, autocast,
 one clip and one optimizer step per accumulation group, exactly `max_train_steps`
 steps, dev evaluation at each epoch end (and every `--eval_every` steps), the best
-checkpoint kept by the dataset's metric, and a resumable `last/` checkpoint.
+checkpoint kept by the dataset's metric, and a resumable `last/` checkpoint. With
+`--ema_decay` the weights evaluated and kept are a moving average of the trained ones.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from bertkpe import config
@@ -213,6 +215,9 @@ class Trainer:
         self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words,
                                  attention_dropout=getattr(args, "attention_dropout", None),
                                  **head_options(args)).to(runtime.device)
+        # runs saved before --ema_decay existed evaluated the trained weights themselves
+        ema_decay = getattr(args, "ema_decay", 0.0)
+        self.averaged = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
         head_lr = args.head_learning_rate or args.learning_rate
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
                                                             args.weight_decay))
@@ -270,6 +275,8 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(saved["averaged"])
         self.state = TrainState(**saved["train_state"])
         set_rng_state(saved["rng"][self.runtime.rank] if self.runtime.rank < len(saved["rng"]) else saved["rng"][0])
         logger.info("resumed from %s at step %d (epoch %d, micro-batch %d)", checkpoint, self.state.step,
@@ -286,6 +293,8 @@ class Trainer:
             return
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "scaler": self.scaler.state_dict(), "train_state": asdict(self.state), "rng": rng}
+        if self.averaged is not None:
+            training_state["averaged"] = self.averaged.state_dict()
         save_checkpoint(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
                         training_state)
 
@@ -318,12 +327,19 @@ class Trainer:
                                          generator, windows=window_counts(documents))
         return shard(batches, self.runtime.rank, self.runtime.world_size)
 
+    @property
+    def kept_model(self) -> KeyphraseModel:
+        """The weights that are evaluated and saved as best/ and epoch_N/: with --ema_decay their
+        moving average, which `last/` holds beside the trained weights to resume from."""
+        return self.model if self.averaged is None else self.averaged.module
+
     def evaluate(self, tag: str) -> None:
         """Dev scores; the best checkpoint by the dataset's metric is kept as `best/`."""
         args, runtime = self.args, self.runtime
         scores = None
         if not args.no_eval:
-            scores, predictions = evaluate_split(self.model, self.dev_docs, args, "dev", runtime, self.pad_token_id)
+            scores, predictions = evaluate_split(self.kept_model, self.dev_docs, args, "dev", runtime,
+                                                 self.pad_token_id)
         if runtime.is_main and scores is not None:
             metric = dataset_class(args.dataset_class).best_metric
             logger.info("dev at step %d (%s):\n%s", self.state.step, tag,
@@ -337,12 +353,12 @@ class Trainer:
                                           **scores}) + "\n")
             if scores[metric] > self.state.best_score:
                 self.state.best_score, self.state.best_step = scores[metric], self.state.step
-                save_checkpoint(self.run_dir / "best", self.model, self.tokenizer, self.checkpoint_options())
+                save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
                 write_json(self.run_dir / "best_dev_metrics.json", {"step": self.state.step, **scores})
                 write_predictions(self.run_dir / "predictions.dev.jsonl", predictions)
                 logger.info("new best %s = %.4f at step %d", metric, scores[metric], self.state.step)
             if args.save_checkpoint:
-                save_checkpoint(self.run_dir / tag, self.model, self.tokenizer, self.checkpoint_options())
+                save_checkpoint(self.run_dir / tag, self.kept_model, self.tokenizer, self.checkpoint_options())
         self.state.best_score, self.state.best_step = runtime.from_main(self.state.best_score, self.state.best_step)
         self.save_last()
 
@@ -354,6 +370,8 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         return float(grad_norm)
 
     def evaluate_or_save(self, moment: Literal["step", "epoch_end", "training_end"]) -> None:
@@ -366,7 +384,7 @@ class Trainer:
         if moment == "training_end":
             self.evaluate("final")
             if args.no_eval and self.runtime.is_main:
-                save_checkpoint(self.run_dir / "best", self.model, self.tokenizer, self.checkpoint_options())
+                save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
         elif moment == "epoch_end":
             if not evaluated_at_step:
                 self.evaluate(f"epoch_{state.epoch}")
@@ -410,6 +428,9 @@ class Trainer:
                     effective_batch(args, runtime.world_size), args.per_gpu_train_batch_size,
                     args.gradient_accumulation_steps, runtime.world_size,
                     f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
+        if self.averaged is not None:
+            logger.info("dev evaluations, best/ and epoch checkpoints hold the moving average of the weights "
+                        "(--ema_decay %g)", args.ema_decay)
         self.ddp_model.train()
         progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                         disable=not runtime.is_main)
@@ -498,6 +519,7 @@ def run(args: argparse.Namespace) -> int:
         config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
         config.resolve_document_flags(args)
         config.resolve_train_splits(args)
+        config.check_ema_decay(getattr(args, "ema_decay", 0.0))
         head_options(args)
         setup_logging(run_dir / "train.log", runtime.is_main)
         set_precision(runtime, args.fp16, args.bf16)

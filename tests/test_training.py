@@ -357,6 +357,76 @@ def test_softmax_rank_loss_is_refused_for_heads_without_a_rank_loss(setup, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def trained_weights_after_each_step(monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """Records the trained (not averaged) weights after every optimizer step of in-process runs."""
+    from bertkpe import training
+
+    recorded: list[dict[str, torch.Tensor]] = []
+    optimizer_step = training.Trainer.optimizer_step
+
+    def recording_step(self):
+        grad_norm = optimizer_step(self)
+        recorded.append({name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()})
+        return grad_norm
+
+    monkeypatch.setattr(training.Trainer, "optimizer_step", recording_step)
+    return recorded
+
+
+def test_ema_decay_keeps_the_moving_average_and_resumes_the_trained_weights(setup, tmp_path, monkeypatch):
+    trained = trained_weights_after_each_step(monkeypatch)
+    argv = train_argv(setup, "run", "--max_train_steps", "3", "--ema_decay", "0.5", "--no_eval",
+                      "--no-test_after_training", output_dir=tmp_path)
+    assert run_command("train", argv) == 0
+    assert len(trained) == 3
+    average = trained[0]  # the first step's weights start the average
+    for step in trained[1:]:
+        average = {name: 0.5 * average[name] + 0.5 * step[name] if step[name].is_floating_point() else step[name]
+                   for name in step}
+    best, last = weights(tmp_path / "run" / "best"), weights(tmp_path / "run" / "last")
+    encoder_weight = "encoder.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(trained[1][encoder_weight], trained[2][encoder_weight])
+    for name in best:
+        assert torch.allclose(best[name], average[name], rtol=0.0, atol=1e-7), name
+        assert torch.equal(last[name], trained[2][name]), name  # last/ resumes the trained weights
+    assert "moving average of the weights (--ema_decay 0.5)" in (tmp_path / "run" / "train.log").read_text()
+    assert int(training_state(tmp_path / "run" / "last")["averaged"]["n_averaged"]) == 3
+
+
+def test_ema_decay_resumed_run_ends_where_an_uninterrupted_one_does(setup, tmp_path, monkeypatch):
+    from bertkpe import training
+
+    # without dev evaluation best/ is the average at the end
+    common = ["--max_train_steps", "4", "--ema_decay", "0.7", "--save_every", "1", "--no-test_after_training",
+              "--no_eval", "--learning_rate", "1e-3", "--warmup_proportion", "0"]
+    assert run_command("train", train_argv(setup, "run", *common, output_dir=tmp_path / "a")) == 0
+    optimizer_step = training.Trainer.optimizer_step
+
+    def crash_at_the_third_step(self):
+        if self.state.step == 2:
+            raise KeyboardInterrupt
+        return optimizer_step(self)
+
+    monkeypatch.setattr(training.Trainer, "optimizer_step", crash_at_the_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_command("train", train_argv(setup, "run", *common, output_dir=tmp_path / "b"))
+    assert budget_of(tmp_path / "b" / "run")[0] == 2
+    monkeypatch.setattr(training.Trainer, "optimizer_step", optimizer_step)
+    assert run_command("train", ["--resume", str(tmp_path / "b" / "run")]) == 0
+    for name in ("best", "last"):
+        assert same_weights(tmp_path / "a" / "run" / name, tmp_path / "b" / "run" / name, atol=1e-6), name
+    assert not same_weights(tmp_path / "b" / "run" / "best", tmp_path / "b" / "run" / "last", atol=1e-4)
+
+
+@pytest.mark.parametrize("decay", ["1", "-0.1"])
+def test_ema_decay_outside_0_to_1_is_refused(setup, tmp_path, decay):
+    argv = train_argv(setup, "run", "--max_train_steps", "1", "--ema_decay", decay, output_dir=tmp_path)
+    with pytest.raises(SystemExit, match=rf"--ema_decay must be at least 0 and less than 1 \(0: no average\), "
+                                         rf"got {float(decay)}"):
+        run_command("train", argv)
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_splits_train_and_dev_fit_one_model_on_both(setup, tmp_path):
     # 24 train and 12 dev documents in micro-batches of 4: an epoch of train is 6 steps, of both 9
     argv = train_argv(setup, "run", "--max_train_epochs", "1", "--train_splits", "train", "dev", "--no_eval",
