@@ -185,6 +185,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rank_loss", choices=RANK_LOSS_NAMES, default="margin",
                        help="bert2rank and bert2joint: margin, the paper's hinge over every positive-negative "
                             "phrase pair; softmax, each positive against all the document's negatives at once")
+    group.add_argument("--chunk_loss_weight", type=float, default=1.0,
+                       help="bert2joint: weight of the chunk loss added to the rank loss (1: the paper's sum)")
     group.add_argument("--attention_dropout", type=float, default=None,
                        help="dropout on the encoder's attention probabilities while training (default: the "
                             "encoder's own, 0.1 for BERT; 0 lets PyTorch use its fused attention)")

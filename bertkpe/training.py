@@ -187,14 +187,24 @@ def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argpars
     return restored, run_dir, checkpoint
 
 
+# Training flags that are options of some heads, with the paper's value: the value of runs
+# saved before the flag existed, and the only one a head without the option accepts.
+HEAD_FLAGS: dict[str, Any] = {"rank_loss": "margin", "chunk_loss_weight": 1.0}
+
+
 def head_options(args: argparse.Namespace) -> dict[str, Any]:
     """Training flags that are options of the head (saved in its kpe_config.json)."""
-    rank_loss = getattr(args, "rank_loss", "margin")  # runs saved before the flag: the paper's loss
-    if "rank_loss" in model_type(args.model_class).head_options:
-        return {"rank_loss": rank_loss}
-    if rank_loss != "margin":
-        raise SystemExit(f"error: --rank_loss applies to bert2rank and bert2joint, not {args.model_class}")
-    return {}
+    options = {}
+    for name, paper_value in HEAD_FLAGS.items():
+        value = getattr(args, name, paper_value)
+        if name in model_type(args.model_class).head_options:
+            options[name] = value
+        elif value != paper_value:
+            heads = " and ".join(head for head in config.MODEL_CLASS_NAMES if name in model_type(head).head_options)
+            raise SystemExit(f"error: --{name} applies to {heads}, not {args.model_class}")
+    if not options.get("chunk_loss_weight", 1.0) >= 0:
+        raise SystemExit(f"error: --chunk_loss_weight must be at least 0, got {options['chunk_loss_weight']}")
+    return options
 
 
 def encoder_of(args: argparse.Namespace) -> str:

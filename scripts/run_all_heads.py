@@ -19,6 +19,7 @@ from demo import TRAIN_SETTINGS
 from bertkpe.cli import run_command
 from bertkpe.data.default_data import ensure_default_data
 from bertkpe.models import model_type
+from bertkpe.training import HEAD_FLAGS
 
 HEADS = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 HEAD_NAMES = {"bert2span": "Bert2Span", "bert2tag": "Bert2Tag", "bert2chunk": "Bert2Chunk",
@@ -42,11 +43,15 @@ def effective_settings(flags: list[str]) -> list[str]:
 
 
 def head_settings(settings: list[str], head: str) -> list[str]:
-    """The settings less --rank_loss for a head that has no rank loss."""
-    if "--rank_loss" not in settings or "rank_loss" in model_type(head).head_options:
-        return settings
-    index = settings.index("--rank_loss")
-    return settings[:index] + settings[index + 2:]
+    """The settings less the head options (--rank_loss, --chunk_loss_weight) that the head
+    does not have; each takes one value."""
+    kept = list(settings)
+    for name in HEAD_FLAGS:
+        flag = f"--{name}"
+        if flag in kept and name not in model_type(head).head_options:
+            index = kept.index(flag)
+            del kept[index:index + 2]
+    return kept
 
 
 def preprocess(corpus: str, shared: Path, folder: str) -> tuple[str, str]:

@@ -152,18 +152,20 @@ def test_test_sh_leaves_the_dataset_class_to_the_checkpoint(echo_python):
     assert args[args.index("--dataset_class") + 1] == "openkp"
 
 
-def test_the_heads_table_merges_multi_valued_flags_and_drops_rank_loss_where_a_head_has_none(monkeypatch):
+def test_the_heads_table_merges_multi_valued_flags_and_drops_head_options_where_a_head_has_none(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from run_all_heads import effective_settings, head_settings
 
     settings = effective_settings(["--model_class", "bert2joint", "--train_splits", "train", "dev", "--no_eval",
-                                   "--rank_loss", "softmax", "--max_train_epochs", "4", "--max_train_epochs", "1"])
+                                   "--rank_loss", "softmax", "--chunk_loss_weight", "0.3", "--max_train_epochs", "4",
+                                   "--max_train_epochs", "1"])
     assert settings == ["--train_splits", "train", "dev", "--no_eval", "--rank_loss", "softmax",
-                        "--max_train_epochs", "1"]
+                        "--chunk_loss_weight", "0.3", "--max_train_epochs", "1"]
     assert effective_settings(["--train_splits", "train", "dev", "--train_splits", "train"]) == ["--train_splits",
                                                                                                   "train"]
     assert head_settings(settings, "bert2joint") == settings
-    assert head_settings(settings, "bert2rank") == settings
+    assert head_settings(settings, "bert2rank") == ["--train_splits", "train", "dev", "--no_eval", "--rank_loss",
+                                                    "softmax", "--max_train_epochs", "1"]
     for head in ("bert2span", "bert2tag", "bert2chunk"):
         assert head_settings(settings, head) == ["--train_splits", "train", "dev", "--no_eval",
                                                  "--max_train_epochs", "1"]

@@ -500,6 +500,29 @@ def test_rank_loss_is_a_head_option_saved_with_the_checkpoint(tmp_path):
         build_model("bert2joint", tiny_config("bert"), rank_loss="hinge")
 
 
+def test_joint_chunk_loss_weight_scales_the_chunk_term_and_is_saved_with_the_checkpoint(tmp_path):
+    from bertkpe.models import build_model
+
+    batch = batch_of(random_documents(seed=4))
+    model = tiny_model("bert2joint", seed=1).eval()
+    losses = {}
+    with torch.no_grad():
+        words = model.word_vectors(batch)
+        for weight in (0.0, 1.0, 0.3):
+            model.chunk_loss_weight = weight
+            losses[weight] = float(model.head(words, batch, compute_loss=True).loss)
+    rank_only, chunk = losses[0.0], losses[1.0] - losses[0.0]
+    assert chunk > 0 and rank_only > 0
+    assert losses[0.3] == pytest.approx(rank_only + 0.3 * chunk, rel=1e-6)
+    model = build_model("bert2joint", tiny_config("bert"), rank_loss="softmax", chunk_loss_weight=0.3)
+    model.save_pretrained(tmp_path / "joint")
+    loaded = load_model(tmp_path / "joint")
+    assert (loaded.chunk_loss_weight, loaded.rank_loss) == (0.3, "softmax")
+    assert build_model("bert2joint", tiny_config("bert")).chunk_loss_weight == 1.0
+    with pytest.raises(ValueError, match="chunk_loss_weight must be at least 0, got -1"):
+        build_model("bert2joint", tiny_config("bert"), chunk_loss_weight=-1)
+
+
 def test_pool_phrases_is_max_over_mentions():
     grid = torch.tensor([[[0, 1, 0, -1], [2, -1, -1, -1]]])
     scores = torch.tensor([[[0.1, 0.7, 0.4, 9.0], [0.2, 5.0, 5.0, 5.0]]])

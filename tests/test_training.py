@@ -427,6 +427,22 @@ def test_ema_decay_outside_0_to_1_is_refused(setup, tmp_path, decay):
     assert not (tmp_path / "run").exists()
 
 
+def test_chunk_loss_weight_trains_bert2joint_and_is_refused_for_other_heads(setup, tmp_path):
+    assert run_command("train", train_argv(setup, "run", "--max_train_steps", "2", "--no-test_after_training",
+                                           "--chunk_loss_weight", "0.3", output_dir=tmp_path)) == 0
+    for name in ("best", "last"):
+        assert json.loads((tmp_path / "run" / name / "kpe_config.json").read_text())["chunk_loss_weight"] == 0.3
+    for head in ("bert2rank", "bert2tag"):
+        argv = train_argv(setup, head, "--max_train_steps", "1", "--chunk_loss_weight", "0.3", model_class=head,
+                          output_dir=tmp_path)
+        with pytest.raises(SystemExit, match=f"--chunk_loss_weight applies to bert2joint, not {head}"):
+            run_command("train", argv)
+    with pytest.raises(SystemExit, match="--chunk_loss_weight must be at least 0, got -0.5"):
+        run_command("train", train_argv(setup, "negative", "--max_train_steps", "1", "--chunk_loss_weight", "-0.5",
+                                        output_dir=tmp_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+
 def test_train_splits_train_and_dev_fit_one_model_on_both(setup, tmp_path):
     # 24 train and 12 dev documents in micro-batches of 4: an epoch of train is 6 steps, of both 9
     argv = train_argv(setup, "run", "--max_train_epochs", "1", "--train_splits", "train", "dev", "--no_eval",

@@ -10,12 +10,18 @@ from bertkpe.models.rank import Bert2Rank
 
 
 class Bert2Joint(Bert2Rank):
-    """Loss = rank loss + chunk loss; decoding uses the rank scores."""
+    """Loss = rank loss + `chunk_loss_weight` x chunk loss (1: the paper's plain sum);
+    decoding uses the rank scores, so the chunk objective only shapes what they learn."""
 
     model_class = "bert2joint"
+    head_options = ("rank_loss", "chunk_loss_weight")
 
-    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5, rank_loss: str = "margin"):
+    def __init__(self, encoder: nn.Module, max_phrase_words: int = 5, rank_loss: str = "margin",
+                 chunk_loss_weight: float = 1.0):
         super().__init__(encoder, max_phrase_words, rank_loss)
+        if not chunk_loss_weight >= 0:
+            raise ValueError(f"chunk_loss_weight must be at least 0, got {chunk_loss_weight}")
+        self.chunk_loss_weight = float(chunk_loss_weight)
         self.chunk_classifier = nn.Linear(CNN_CHANNELS, 2)
 
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
@@ -23,5 +29,6 @@ class Bert2Joint(Bert2Rank):
         mention_scores = self.rank_scores(scores, batch)
         loss = None
         if compute_loss:
-            loss = self.phrase_rank_loss(mention_scores, batch) + chunk_loss(chunk_logits, batch)
+            rank_loss = self.phrase_rank_loss(mention_scores, batch)
+            loss = rank_loss + self.chunk_loss_weight * chunk_loss(chunk_logits, batch)
         return ModelOutput(mention_scores, loss)
