@@ -7,6 +7,7 @@ default encoder that differ only in dropout:
   encoder's own      attention-probability dropout 0.1, hidden dropout 0.1 (the config)
   attention 0        `--attention_dropout 0`: PyTorch's fused attention in training too
   attention 0, hidden 0   no dropout in the encoder at all (diagnostic)
+  attention 0, EMA   attention 0 with `--ema_decay`'s moving-average update after each step
 
 and, for scale, the inference forward of the same batches (eval, inference_mode). Rounds
 are interleaved (every candidate once per round, order reversed every other round);
@@ -32,6 +33,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     common.apply_threads(args)
     import torch
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     from transformers import AutoConfig, AutoModel
 
     from bertkpe.data.batching import collate, length_grouped_batches, token_lengths
@@ -56,14 +58,17 @@ def main(argv=None) -> dict:
         torch.manual_seed(0)
         return model_type("bert2joint")(AutoModel.from_pretrained(encoder_path, config=config), 5).train()
 
-    def training_steps(model):
+    def training_steps(model, ema_decay: float = 0.0):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
 
         def run():
             for batch in batches:
                 model(batch, compute_loss=True).loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if averaged is not None:
+                    averaged.update_parameters(model)
         return run
 
     inference_model = model_with(None, None).eval()
@@ -76,6 +81,7 @@ def main(argv=None) -> dict:
     candidates = {"encoder's own dropout": training_steps(model_with(None, None)),
                   "attention 0": training_steps(model_with(0.0, None)),
                   "attention 0, hidden 0": training_steps(model_with(0.0, 0.0)),
+                  "attention 0, EMA": training_steps(model_with(0.0, None), ema_decay=0.99),
                   "inference forward": inference}
     samples = common.interleaved(candidates, repeats=args.repeats or 5)
     baseline = samples["encoder's own dropout"]
@@ -89,7 +95,9 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|")
     for name, row in rows.items():
         print(f"| {name} | {row['seconds_per_batch']:.3f} | {row['spread']} | {row['paired_ratio']:.3f} |")
-    result = {"machine": common.machine_info(), "rows": rows, "batches": len(batches)}
+    ema_cost = common.paired_ratio(samples["attention 0, EMA"], samples["attention 0"])
+    print(f"the moving-average update: {ema_cost:.3f}x the step with attention 0 (paired)")
+    result = {"machine": common.machine_info(), "rows": rows, "batches": len(batches), "ema_ratio": ema_cost}
     if args.json:
         common.write_json(args.json, result)
     return result
