@@ -33,12 +33,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     common.apply_threads(args)
     import torch
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel
     from transformers import AutoConfig, AutoModel
 
     from bertkpe.data.batching import collate, length_grouped_batches, token_lengths
     from bertkpe.data.features import FeatureOptions, build_all, load_tokenizer, read_records
     from bertkpe.models import model_type, with_attention_dropout
+    from bertkpe.training import warmed_up_ema
 
     encoder_path = common.default_encoder()
     tokenizer = load_tokenizer(encoder_path)
@@ -60,7 +61,7 @@ def main(argv=None) -> dict:
 
     def training_steps(model, ema_decay: float = 0.0):
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+        averaged = AveragedModel(model, multi_avg_fn=warmed_up_ema(ema_decay)) if ema_decay else None
 
         def run():
             for batch in batches:

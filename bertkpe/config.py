@@ -210,8 +210,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max_grad_norm", type=float, default=1.0)
     group.add_argument("--ema_decay", type=float, default=0.0,
                        help="evaluate and keep an exponential moving average of the weights, updated after every "
-                            "optimizer step with this decay (e.g. 0.99; one more copy of the weights in memory); "
-                            "0: the weights themselves, as the paper")
+                            "optimizer step with this decay, warmed up as min(D, (1 + n) / (10 + n)) after n "
+                            "updates (e.g. 0.99; one more copy of the weights in memory); 0: the weights themselves, "
+                            "as the paper")
     group.add_argument("--train_splits", nargs="+", choices=TRAIN_SPLIT_NAMES, default=["train"],
                        help="preprocessed splits to train on; `train dev` fits a final model on both once "
                             "its settings were chosen on dev (needs --no_eval)")

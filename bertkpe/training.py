@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from bertkpe import config
@@ -207,6 +207,19 @@ def head_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def warmed_up_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """The moving average's update, at min(decay, (1 + n) / (10 + n)) after n updates: early
+    on the average follows the weights closely, so a run not much longer than the average's
+    horizon does not end holding its first steps' weights (TensorFlow's and timm's warm-up)."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        updates = int(num_averaged)
+        step_decay = min(decay, (1 + updates) / (10 + updates))
+        for average, weight in zip(averaged, current):
+            average.lerp_(weight, 1.0 - step_decay)
+    return update
+
+
 def encoder_of(args: argparse.Namespace) -> str:
     return config.resolve_encoder(args.pretrain_model_type, getattr(args, "pretrain_model_path", None))
 
@@ -227,7 +240,7 @@ class Trainer:
                                  **head_options(args)).to(runtime.device)
         # runs saved before --ema_decay existed evaluated the trained weights themselves
         ema_decay = getattr(args, "ema_decay", 0.0)
-        self.averaged = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+        self.averaged = AveragedModel(self.model, multi_avg_fn=warmed_up_ema(ema_decay)) if ema_decay else None
         head_lr = args.head_learning_rate or args.learning_rate
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
                                                             args.weight_decay))
