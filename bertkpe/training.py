@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from bertkpe import config
@@ -211,12 +211,9 @@ def warmed_up_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tens
     """The moving average's update, at min(decay, (1 + n) / (10 + n)) after n updates: early
     on the average follows the weights closely, so a run not much longer than the average's
     horizon does not end holding its first steps' weights (TensorFlow's and timm's warm-up)."""
-    @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         updates = int(num_averaged)
-        step_decay = min(decay, (1 + updates) / (10 + updates))
-        for average, weight in zip(averaged, current):
-            average.lerp_(weight, 1.0 - step_decay)
+        get_ema_multi_avg_fn(min(decay, (1 + updates) / (10 + updates)))(averaged, current, num_averaged)
     return update
 
 
