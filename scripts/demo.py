@@ -22,10 +22,12 @@ from bertkpe.runtime import setup_logging
 # section 12): the listwise rank loss raised every epoch of the dev curve, attention
 # dropout 0 makes a step 0.86x without lowering it, and dev F1@5 still rose by 0.017 from
 # two thirds of the training abstracts to all of them, so the final fit adds the 500 dev
-# abstracts; the last weights are kept.
+# abstracts. What is kept is the moving average of the weights (decay 0.99, warmed up over
+# the first steps): after four epochs dev F1@5 was 0.3525 against 0.3496 without it, and
+# after one epoch level with it, for about 1% of a step.
 TRAIN_SETTINGS = [
     "--model_class", "bert2joint", "--pretrain_model_type", "default", "--rank_loss", "softmax",
-    "--attention_dropout", "0", "--train_splits", "train", "dev", "--no_eval",
+    "--attention_dropout", "0", "--ema_decay", "0.99", "--train_splits", "train", "dev", "--no_eval",
     "--max_train_epochs", "4", "--per_gpu_train_batch_size", "8", "--gradient_accumulation_steps", "1",
     "--learning_rate", "1e-4", "--head_learning_rate", "1e-3", "--warmup_proportion", "0.1",
     "--max_token", "510", "--max_phrase_words", "5", "--display_iter", "20",

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from bertkpe.cli import run_command
 from bertkpe.training import total_train_steps
@@ -171,13 +173,18 @@ def test_the_heads_table_merges_multi_valued_flags_and_drops_head_options_where_
                                                  "--max_train_epochs", "1"]
 
 
-def test_the_demo_settings_train_on_train_and_dev_with_the_softmax_rank_loss(setup, tmp_path, monkeypatch):
+def test_the_demo_settings_train_on_train_and_dev_with_the_softmax_rank_loss_and_keep_the_average(
+        setup, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from demo import TRAIN_SETTINGS
 
     # the tiny encoder, windows and step budget of the test flags override the demo's
     argv = [*TRAIN_SETTINGS, *train_argv(setup, "demo", "--max_train_epochs", "0.25", output_dir=tmp_path)]
     assert run_command("train", argv) == 0
-    assert "training documents (train + dev): 36 usable" in (tmp_path / "demo" / "train.log").read_text()
+    log = (tmp_path / "demo" / "train.log").read_text()
+    assert "training documents (train + dev): 36 usable" in log
+    assert "moving average of the weights (--ema_decay 0.99)" in log
     assert json.loads((tmp_path / "demo" / "best" / "kpe_config.json").read_text())["rank_loss"] == "softmax"
+    best, last = (load_file(str(tmp_path / "demo" / name / "model.safetensors")) for name in ("best", "last"))
+    assert not all(torch.equal(best[name], last[name]) for name in best)  # best/ is the average, last/ trained
     assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["eval"]["num_docs"] == 12
