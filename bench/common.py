@@ -193,6 +193,14 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return path
+
+
 def write_json(path: str | None, value: Any) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

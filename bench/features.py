@@ -1,16 +1,18 @@
 """Item 1: feature building (tokenize + mentions + phrase ids + labels), documents/s.
 
-Ours: `bertkpe.data.features.build_all` (one batched fast-tokenizer call per chunk,
-numpy phrase ids), single process and with all cores (worker processes), no cache.
+Ours: `bertkpe.data.features.build_features` over chunks of records in memory (one batched
+fast-tokenizer call per chunk, numpy phrase ids) in one process, and the whole path of a
+training run with all cores: `bertkpe.data.store.open_store` reading the preprocessed file,
+building in worker processes and writing a feature store (in a temporary folder).
 Baseline, in the same run: the original BERT-KPE feature code re-implemented here
 (per-word `tokenizer.tokenize(word)` calls, a Python dict phrase table with one list
 entry per mention, per-n-gram stemming without a cache, Python label loops).
 
     python bench/features.py [--quick] [--workers 2]
 
-`--vdom` measures instead what OpenKP's VDOM cost `load_features` when every preprocessed
-record carried it: the OpenKP train file with and without VDOM, read and built the way
-`load_features` does (JSON parsing included, cache off), in the same run.
+`--vdom` measures instead what OpenKP's VDOM cost `open_store` when every preprocessed
+record carried it: the OpenKP train file with and without VDOM, read and built into a
+store (JSON parsing included, no cache folder), in the same run.
 
     python bench/features.py --vdom [--repeats 31]
 """
@@ -145,8 +147,8 @@ def write_vdom_variants(args) -> dict[str, Path]:
 
 
 def records_memory_mb(path: Path, read_records) -> float:
-    """Python memory held by the parsed records, which `load_features` keeps (and ships to its
-    worker processes) while it builds."""
+    """Python memory the parsed records of the whole file would hold (a store build holds
+    one chunk of them at a time)."""
     tracemalloc.start()
     records = read_records(path)
     held = tracemalloc.get_traced_memory()[0]
@@ -157,7 +159,8 @@ def records_memory_mb(path: Path, read_records) -> float:
 
 def vdom_comparison(args, repeats: int) -> dict:
     from bertkpe.data import matching
-    from bertkpe.data.features import FeatureOptions, load_features, load_tokenizer, read_records
+    from bertkpe.data.features import FeatureOptions, load_tokenizer, read_records
+    from bertkpe.data.store import open_store
 
     encoder = common.default_encoder()
     tokenizer = load_tokenizer(encoder)
@@ -171,13 +174,13 @@ def vdom_comparison(args, repeats: int) -> dict:
     def load(path):
         def run():
             matching.get_normalizer.cache_clear()
-            return load_features(path, tokenizer, options, cache_dir=None)
+            return open_store(path, tokenizer, options, cache_dir=None, workers=1)
         return run
 
-    paths = ("load_features", "read_records only")
+    paths = ("open_store", "read_records only")
     fns = {}
     for variant, file in files.items():
-        fns[f"load_features, {variant}"] = load(file)
+        fns[f"open_store, {variant}"] = load(file)
         fns[f"read_records only, {variant}"] = lambda file=file: read_records(file)
     samples = common.interleaved(fns, repeats, warmup=1)
     docs = len(read_records(files["without VDOM"]))
@@ -218,7 +221,7 @@ def main(argv=None) -> dict:
     common.add_common_arguments(parser)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel run")
     parser.add_argument("--vdom", action="store_true",
-                        help="only measure load_features on OpenKP train records with VDOM against without")
+                        help="only measure open_store on OpenKP train records with VDOM against without")
     args = parser.parse_args(argv)
     common.apply_threads(args)
     repeats = args.repeats or (1 if args.quick else 3)
@@ -231,17 +234,25 @@ def main(argv=None) -> dict:
     import torch
 
     from bertkpe.data import matching
-    from bertkpe.data.features import FeatureOptions, build_all, load_tokenizer
+    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer
+    from bertkpe.data.store import CHUNK_DOCUMENTS, open_store
 
     encoder = common.default_encoder()
     tokenizer = load_tokenizer(encoder)
     options = FeatureOptions(tokenizer=encoder, max_token=510, max_phrase_words=5)
     results = {"machine": common.machine_info(), "repeats": repeats, "workers": args.workers, "rows": []}
 
-    def ours(records, workers):
+    def ours(records):
         def run():
             matching.get_normalizer.cache_clear()  # a fresh process's cold stem cache, every run
-            return build_all(records, tokenizer, options, workers=workers)
+            return [doc for start in range(0, len(records), CHUNK_DOCUMENTS)
+                    for doc in build_features(records[start:start + CHUNK_DOCUMENTS], tokenizer, options)]
+        return run
+
+    def store(path, workers):
+        def run():
+            matching.get_normalizer.cache_clear()
+            return open_store(path, tokenizer, options, cache_dir=None, workers=workers)
         return run
 
     for dataset_class in ("kp20k", "openkp"):
@@ -249,16 +260,18 @@ def main(argv=None) -> dict:
         records = common.read_jsonl(folder / f"{dataset_class}.train.json")
         if args.quick:
             records = records[:300]
+        source = Path(args.workdir) / "features" / f"{dataset_class}.train.json"
+        common.write_jsonl(source, records)
         # the two paths must agree on what they produce (sanity, untimed)
-        check_ours = build_all(records[:20], tokenizer, options, workers=1)
+        check_ours = build_features(records[:20], tokenizer, options)
         check_base = baseline_build(records[:20], tokenizer)
         for mine, theirs in zip(check_ours, check_base):
             assert mine.input_ids.tolist() == list(theirs[0]), "baseline and ours tokenize differently"
             # ours drops n-grams with a punctuation word from the candidates; the original kept them
             assert mine.num_phrases <= len(theirs[2]["tot_phrase_list"]), "phrase counts differ"
         fns = {
-            "ours, 1 process": ours(records, 1),
-            f"ours, {args.workers} workers": ours(records, args.workers),
+            "ours, 1 process": ours(records),
+            f"ours, file to feature store, {args.workers} workers": store(source, args.workers),
             "baseline (original approach), 1 process": lambda: baseline_build(records, tokenizer),
         }
         samples = common.interleaved(fns, repeats, warmup=1)

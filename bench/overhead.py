@@ -1,6 +1,6 @@
 """Items 2-4: head overhead over the bare encoder, training and inference, and collate time.
 
-Batch: the B longest OpenKPTrain documents (features by `build_all`, max_token 510),
+Batch: the B longest OpenKPTrain documents (features by `build_features`, max_token 510),
 collated by `bertkpe.data.batching.collate`. Every head is built over ONE shared
 encoder instance (same weights, same code path as `build_model`), and the bare
 encoder is that same instance (its pooler dropped, as the heads drop it).
@@ -44,13 +44,13 @@ COLLATE_BAR = 2.0  # % of the step
 def longest_openkp_documents(workdir, datasets, batch_size: int, max_token: int = 510):
     """Features of the `batch_size` OpenKPTrain documents with the most sub-tokens (then words),
     skipping exact duplicates of a document already taken."""
-    from bertkpe.data.features import FeatureOptions, build_all, load_tokenizer
+    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer
 
     encoder = common.default_encoder()
     tokenizer = load_tokenizer(encoder)
     folder = common.preprocessed(workdir, datasets, "openkp")
     records = common.read_jsonl(folder / "openkp.train.json")
-    features = build_all(records, tokenizer, FeatureOptions(tokenizer=encoder, max_token=max_token), workers=1)
+    features = build_features(records, tokenizer, FeatureOptions(tokenizer=encoder, max_token=max_token))
     features.sort(key=lambda doc: (-len(doc.input_ids), -doc.num_words))
     chosen, seen = [], set()
     for doc in features:

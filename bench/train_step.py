@@ -36,17 +36,17 @@ def main(argv=None) -> dict:
     from torch.optim.swa_utils import AveragedModel
     from transformers import AutoConfig, AutoModel
 
-    from bertkpe.data.batching import collate, length_grouped_batches, token_lengths
-    from bertkpe.data.features import FeatureOptions, build_all, load_tokenizer, read_records
+    from bertkpe.data.batching import collate, length_grouped_batches
+    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer, read_records
     from bertkpe.models import model_type, with_attention_dropout
     from bertkpe.training import warmed_up_ema
 
     encoder_path = common.default_encoder()
     tokenizer = load_tokenizer(encoder_path)
     folder = common.preprocessed(Path(args.workdir), Path(args.datasets), "kp20k")
-    documents = build_all(read_records(folder / "kp20k.train.json"), tokenizer,
-                          FeatureOptions(tokenizer=encoder_path, max_token=510), workers=1)
-    order = length_grouped_batches(token_lengths(documents).tolist(), 8, torch.Generator().manual_seed(0))
+    documents = build_features(read_records(folder / "kp20k.train.json"), tokenizer,
+                               FeatureOptions(tokenizer=encoder_path, max_token=510))
+    order = length_grouped_batches([len(doc.input_ids) for doc in documents], 8, torch.Generator().manual_seed(0))
     batches = [collate([documents[i] for i in indices], indices, tokenizer.pad_token_id or 0)
                for indices in order[:args.batches]]
 

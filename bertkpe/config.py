@@ -226,6 +226,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="also keep a checkpoint of every evaluation (epoch_N/, step_N/)")
     group.add_argument("--save_every", type=int, default=None,
                        help="write the resumable last/ state every N optimizer steps (always at evaluations)")
+    group.add_argument("--save_every_minutes", type=float, default=30.0,
+                       help="also write last/ once this many minutes have passed since it was last written "
+                            "(looked at every 10 steps), so a kill loses minutes, not an epoch; 0: never by time")
     group.add_argument("--resume", "--checkpoint_file", dest="resume", default=None,
                        help="continue a run: its run folder or its last/ checkpoint")
     group.add_argument("--display_iter", type=int, default=50, help="log loss every N optimizer steps")

@@ -10,7 +10,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 
 from bertkpe import config
 from bertkpe.checkpoints import resolve_checkpoint
-from bertkpe.data.batching import iterate, length_grouped_batches, token_lengths, window_counts
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_features, load_tokenizer
+from bertkpe.data.batching import iterate, length_grouped_batches
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_tokenizer
+from bertkpe.data.store import FeatureStore, open_store
 from bertkpe.decoding import PhrasePooling, RankedPhrases, rank_batch
 from bertkpe.dataset_classes import dataset_class
-from bertkpe.metrics import ScoringConfig, format_scores, read_doc_words, read_keyphrase_file, score
+from bertkpe.metrics import ScoringConfig, Scorer, format_scores, iter_doc_words, iter_keyphrase_file
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
 from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
                              teardown_runtime)
@@ -30,38 +31,55 @@ from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logg
 logger = logging.getLogger("bertkpe")
 
 
+DECODE_CHUNK = 1024  # documents decoded as one unit: length-sorted into batches, written in order
+
+
+def decode_chunk(model: KeyphraseModel, documents: Sequence[DocumentFeatures], runtime: Runtime, batch_size: int,
+                 top_k: int, pad_token_id: int, pooling: PhrasePooling) -> list[RankedPhrases]:
+    """Ranked phrases of a few documents, in their order, decoded in batches of similar
+    length of at most `batch_size` encoder windows."""
+    lengths = [len(doc.input_ids) for doc in documents]
+    batches = length_grouped_batches(lengths, batch_size, shuffle=False,
+                                     windows=[doc.num_windows for doc in documents])
+    results: dict[int, RankedPhrases] = {}
+    for batch in iterate(documents, batches, pad_token_id):
+        with runtime.autocast():
+            ranked = rank_batch(model, batch, [documents[i] for i in batch.indices], top_k, runtime.device, pooling)
+        results.update(zip(batch.indices, ranked))
+    return [results[index] for index in range(len(documents))]
+
+
 @torch.inference_mode()
 def decode_documents(model: KeyphraseModel, documents: Sequence[DocumentFeatures], runtime: Runtime,
                      batch_size: int, top_k: int, pad_token_id: int = 0, description: str = "decode",
-                     pooling: PhrasePooling = PhrasePooling()) -> list[RankedPhrases]:
-    """Ranked phrases for every document, in document order. A batch holds at most
-    `batch_size` encoder windows. Under torchrun each rank decodes a share of the
-    length-sorted batches and rank 0 gathers them, so every document is decoded exactly once."""
+                     pooling: PhrasePooling = PhrasePooling()) -> Iterator[RankedPhrases]:
+    """Ranked phrases of every document, in document order, yielded on rank 0 as they are
+    decoded; memory holds one round of chunks, whatever the number of documents.
+
+    Documents are decoded in chunks of DECODE_CHUNK, whatever the number of processes, so
+    every document meets the same batch in one process as under torchrun and the output
+    is the same. Under torchrun, round r gives chunk r x world_size + k to rank k, and
+    rank 0 gathers the round's chunks and yields them in order; the other ranks yield
+    nothing but must run the generator to its end with rank 0."""
     was_training = model.training
     model.eval()
-    batches = length_grouped_batches(token_lengths(documents).tolist(), batch_size, shuffle=False,
-                                     windows=window_counts(documents))
-    mine = batches[runtime.rank::runtime.world_size]
-    results: list[tuple[int, RankedPhrases]] = []
-    progress = tqdm(total=sum(map(len, mine)), desc=description, unit="doc", leave=False,
-                    disable=not runtime.is_main)
-    for batch in iterate(documents, mine, pad_token_id):
-        with runtime.autocast():
-            ranked = rank_batch(model, batch, [documents[i] for i in batch.indices], top_k, runtime.device, pooling)
-        results.extend(zip(batch.indices, ranked))
-        progress.update(len(batch.indices))
+    num_chunks = math.ceil(len(documents) / DECODE_CHUNK)
+    progress = tqdm(total=len(documents), desc=description, unit="doc", leave=False, disable=not runtime.is_main)
+    for first_chunk in range(0, num_chunks, runtime.world_size):
+        chunk = first_chunk + runtime.rank
+        start, end = chunk * DECODE_CHUNK, min((chunk + 1) * DECODE_CHUNK, len(documents))
+        mine = decode_chunk(model, [documents[index] for index in range(start, end)], runtime, batch_size, top_k,
+                            pad_token_id, pooling) if start < end else []
+        parts = [mine]
+        if runtime.distributed:
+            parts = [None] * runtime.world_size if runtime.is_main else None
+            dist.gather_object(mine, parts, dst=0)
+        if runtime.is_main:
+            for part in parts:
+                yield from part
+                progress.update(len(part))
     progress.close()
-    if runtime.distributed:
-        gathered: list[Any] = [None] * runtime.world_size
-        dist.all_gather_object(gathered, results)
-        results = [item for part in gathered for item in part]
     model.train(was_training)
-    by_index = dict(results)
-    return [by_index[index] for index in range(len(documents))]
-
-
-def predictions_by_url(predictions: Sequence[RankedPhrases]) -> dict[str, list[list[str]]]:
-    return {ranked.url: ranked.phrases for ranked in predictions}
 
 
 def scoring_of(args: argparse.Namespace, split: str) -> ScoringConfig:
@@ -75,24 +93,44 @@ LENGTH_BUCKETS = (("0-512", 0, 512), ("512-1k", 512, 1024), ("1k-2k", 1024, 2048
                   ("4k-8k", 4096, 8192), (">8k", 8192, math.inf))
 
 
-def score_split(predictions: Sequence[RankedPhrases], reference_path: Path, scoring: ScoringConfig,
-                present_only_source: Path | None = None, doc_tokens: Mapping[str, int] | None = None
+def score_split(predictions_path: Path, reference_path: Path, scoring: ScoringConfig,
+                present_only_source: Path | None = None, doc_tokens: Sequence[int] | None = None
                 ) -> dict[str, Any]:
-    """Scores of a split, with their configuration under "scoring"; given each document's
-    length, also F1/P/R@5 and @10 by length bucket under "by_length" (buckets with documents)."""
-    references = read_keyphrase_file(reference_path)
-    doc_words = read_doc_words(present_only_source) if present_only_source is not None else None
-    ranked = predictions_by_url(predictions)
-    scores = score(ranked, references, scoring, doc_words=doc_words)
+    """Scores of a split's predictions file, with their configuration under "scoring";
+    given each document's length (in the file's order), also F1/P/R@5 and @10 by length
+    bucket under "by_length" (buckets with documents).
+
+    The files are read side by side, one document at a time: the references (and the
+    present-only source) must list the predictions' documents in the same order, as
+    `bertkpe preprocess` writes them."""
+    overall = Scorer(scoring)
+    by_length = dataclasses.replace(scoring, ks=(5, 10))
+    buckets = {name: Scorer(by_length) for name, _, _ in LENGTH_BUCKETS}
+    predictions = iter_keyphrase_file(predictions_path)
+    sources = iter_doc_words(present_only_source) if present_only_source is not None else None
+    for position, (line, url, references) in enumerate(iter_keyphrase_file(reference_path)):
+        predicted_line, predicted_url, predicted = next(predictions, (None, None, None))
+        if predicted_url != url:
+            found = f"line {predicted_line} has url {predicted_url!r}" if predicted_line else "it has no more lines"
+            raise ValueError(f"{reference_path}:{line}: url {url!r}, but in {predictions_path} {found}: "
+                             f"predictions and references must list the same documents in the same order")
+        doc_words = None
+        if sources is not None:
+            source_line, source_url, doc_words = next(sources, (None, None, None))
+            if source_url != url:
+                raise ValueError(f"{present_only_source}:{source_line}: url {source_url!r}, expected {url!r} "
+                                 f"(line {line} of {reference_path})")
+        overall.add(predicted, references, doc_words)
+        if doc_tokens is not None:
+            length = doc_tokens[position]
+            name = next(name for name, low, high in LENGTH_BUCKETS if low <= length < high)
+            buckets[name].add(predicted, references, doc_words)
+    extra = next(predictions, None)
+    if extra is not None:
+        raise ValueError(f"{predictions_path}:{extra[0]}: url {extra[1]!r} is absent from {reference_path}")
+    scores = {**overall.result(), "scoring": scoring.to_dict()}
     if doc_tokens is not None:
-        by_length = dataclasses.replace(scoring, ks=(5, 10))
-        scores["by_length"] = {}
-        for name, low, high in LENGTH_BUCKETS:
-            urls = [url for url in references if low <= doc_tokens.get(url, 0) < high]
-            if urls:
-                bucket = score({url: ranked[url] for url in urls}, {url: references[url] for url in urls},
-                               by_length, doc_words=None if doc_words is None else {url: doc_words[url] for url in urls})
-                scores["by_length"][name] = {key: value for key, value in bucket.items() if key != "scoring"}
+        scores["by_length"] = {name: bucket.result() for name, bucket in buckets.items() if bucket.num_docs}
     return scores
 
 
@@ -106,13 +144,19 @@ def format_split_scores(scores: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_predictions(path: Path, predictions: Sequence[RankedPhrases]) -> None:
-    """OpenKP submission layout, one JSON line per document, in source order."""
+def write_predictions(path: Path, predictions: Iterable[RankedPhrases]) -> None:
+    """OpenKP submission layout, one JSON line per document, in source order, written as
+    the predictions come and moved into place once complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as out:
-        for ranked in predictions:
-            out.write(json.dumps({"url": ranked.url, "KeyPhrases": ranked.phrases, "Scores": ranked.scores},
-                                 ensure_ascii=False) + "\n")
+        try:
+            for ranked in predictions:
+                out.write(json.dumps({"url": ranked.url, "KeyPhrases": ranked.phrases, "Scores": ranked.scores},
+                                     ensure_ascii=False) + "\n")
+        except BaseException:
+            out.close()
+            os.unlink(out.name)
+            raise
     os.replace(out.name, path)
 
 
@@ -124,34 +168,40 @@ def write_json(path: Path, value: Any) -> None:
     os.replace(out.name, path)
 
 
-def evaluate_split(model: KeyphraseModel, documents: Sequence[DocumentFeatures], args: argparse.Namespace,
-                   split: str, runtime: Runtime, pad_token_id: int
-                   ) -> tuple[dict[str, Any] | None, list[RankedPhrases]]:
-    """Decode one split and, where it has references, score it (on rank 0)."""
+def evaluate_split(model: KeyphraseModel, documents: FeatureStore, args: argparse.Namespace, split: str,
+                   runtime: Runtime, pad_token_id: int, predictions_path: Path) -> dict[str, Any] | None:
+    """Decode one split into `predictions_path` (written by rank 0) and, where the split has
+    references, score it there; the scores on rank 0, None elsewhere or without references."""
     scoring = scoring_of(args, split)
     top_k = args.return_num or max(k for k in scoring.ks if isinstance(k, int))
     pooling = PhrasePooling(getattr(args, "phrase_pooling", "max"))  # runs saved before it existed: max
     predictions = decode_documents(model, documents, runtime, args.per_gpu_test_batch_size, top_k,
                                    pad_token_id, description=split, pooling=pooling)
+    if not runtime.is_main:
+        for _ in predictions:  # the other ranks decode their chunks and send them to rank 0
+            pass
+        return None
+    write_predictions(predictions_path, predictions)
     reference = config.reference_file(args, split)
-    if not runtime.is_main or not reference.is_file():
-        return None, predictions
+    if not reference.is_file():
+        return None
     source = config.split_file(args, split) if args.present_only else None
-    doc_tokens = {doc.url: doc.doc_tokens for doc in documents}
-    scores = score_split(predictions, reference, scoring, source, doc_tokens)
-    scores["unread"] = {"documents_cut": sum(doc.words_cut > 0 for doc in documents),
-                        "words": sum(doc.words_cut for doc in documents),
-                        "gold_occurrences": sum(doc.gold_cut for doc in documents)}
-    return scores, predictions
+    scores = score_split(predictions_path, reference, scoring, source, documents.column("doc_tokens"))
+    words_cut = documents.column("words_cut")
+    scores["unread"] = {"documents_cut": int((words_cut > 0).sum()), "words": int(words_cut.sum()),
+                        "gold_occurrences": int(documents.column("gold_cut").sum())}
+    return scores
 
 
-def split_features(args: argparse.Namespace, split: str, tokenizer, options: FeatureOptions
-                   ) -> list[DocumentFeatures]:
+def split_store(args: argparse.Namespace, split: str, tokenizer, options: FeatureOptions) -> FeatureStore:
+    """The feature store of a preprocessed split, built first where none matches it."""
     path = config.split_file(args, split)
     if not path.is_file():
         raise SystemExit(f"error: {path} not found: run `bertkpe preprocess --dataset_class "
                          f"{args.dataset_class} --output_path {args.preprocess_folder}` first")
-    return load_features(path, tokenizer, options, cache_dir=args.cached_features_dir, workers=args.feature_workers)
+    store = open_store(path, tokenizer, options, cache_dir=args.cached_features_dir, workers=args.feature_workers)
+    logger.info("%s: %s", path.name, store.describe_cuts())
+    return store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -211,12 +261,11 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(checkpoint, runtime.device)
         metrics: dict[str, Any] = {}
         for split in args.splits:
-            documents = split_features(args, split, tokenizer, options)
-            scores, predictions = evaluate_split(model, documents, args, split, runtime,
-                                                 tokenizer.pad_token_id or 0)
+            documents = split_store(args, split, tokenizer, options)
+            scores = evaluate_split(model, documents, args, split, runtime, tokenizer.pad_token_id or 0,
+                                    run_dir / f"predictions.{split}.jsonl")
             if not runtime.is_main:
                 continue
-            write_predictions(run_dir / f"predictions.{split}.jsonl", predictions)
             if scores is not None:
                 metrics[split] = scores
                 logger.info("%s (%d documents):\n%s", split, len(documents), format_split_scores(scores))

@@ -171,22 +171,55 @@ def _document_scores(judged: _Judged, ks: Sequence[K]) -> Scores:
     return scores
 
 
-def _macro(documents: Sequence[_Judged], ks: Sequence[K]) -> Scores:
-    """Mean of the per-document scores; 0.0 over no document, so an empty evaluation reports zeros, not NaN."""
-    rows = [_document_scores(judged, ks) for judged in documents]
-    keys = [f"{name}@{k}" for k in ks for name in ("F1", "P", "R")]
-    return {key: sum(row[key] for row in rows) / len(rows) if rows else 0.0 for key in keys}
+class Scorer:
+    """Scores accumulated one document at a time, in the order given, so a split of any size
+    is scored in bounded memory: macro averages keep running sums of the per-document
+    scores, micro averages running counts."""
 
+    def __init__(self, config: ScoringConfig):
+        self.config = config
+        self.num_docs = 0
+        self.without_reference = 0
+        self.counted = 0
+        self.keys = [f"{name}@{k}" for k in config.ks for name in ("F1", "P", "R")]
+        self.sums: dict[str, float] = dict.fromkeys(self.keys, 0)
+        self.hits: dict[K, int] = dict.fromkeys(config.ks, 0)
+        self.cutoffs: dict[K, int] = dict.fromkeys(config.ks, 0)
+        self.references = 0
 
-def _micro(documents: Sequence[_Judged], ks: Sequence[K]) -> Scores:
-    """Pooled counts: P = all hits / all cut-offs, R = all hits / all references, F1 from those."""
-    num_references = sum(judged.num_references for judged in documents)
-    scores: Scores = {}
-    for k in ks:
-        cutoffs = [_cutoff(judged, k) for judged in documents]
-        hits = sum(sum(judged.matches[:cutoff]) for judged, cutoff in zip(documents, cutoffs))
-        scores.update(_prf(hits, sum(cutoffs), num_references, k))
-    return scores
+    def add(self, predictions: Sequence[Phrase], references: Sequence[Phrase],
+            doc_words: Optional[Sequence[str]] = None) -> None:
+        """One document: its ranked predictions, its references, and, for present-only
+        scoring, its words."""
+        if (self.config.references == "present") != (doc_words is not None):
+            raise ValueError("present-only scoring needs the words of every document (doc_words), and only it")
+        judged = _judge(self.config, predictions, references, doc_words)
+        self.num_docs += 1
+        if not judged.num_references:
+            self.without_reference += 1
+            if self.config.empty_documents == "drop":
+                return
+        self.counted += 1
+        if self.config.averaging == "macro":
+            row = _document_scores(judged, self.config.ks)
+            for key in self.keys:
+                self.sums[key] += row[key]
+        else:
+            self.references += judged.num_references
+            for k in self.config.ks:
+                cutoff = _cutoff(judged, k)
+                self.cutoffs[k] += cutoff
+                self.hits[k] += sum(judged.matches[:cutoff])
+
+    def result(self) -> Scores:
+        """F1/P/R@k (0.0 over no document, so an empty evaluation reports zeros, not NaN) and the counts."""
+        scores: Scores = {}
+        if self.config.averaging == "macro":
+            scores = {key: self.sums[key] / self.counted if self.counted else 0.0 for key in self.keys}
+        else:
+            for k in self.config.ks:
+                scores.update(_prf(self.hits[k], self.cutoffs[k], self.references, k))
+        return {**scores, "num_docs": self.num_docs, "num_docs_without_reference": self.without_reference}
 
 
 def _require_urls(missing: set[str], what: str) -> None:
@@ -325,14 +358,10 @@ def _scores(predictions: Keyphrases, references: Keyphrases, config: ScoringConf
         raise ValueError("doc_words are given but the configuration scores against all references")
     if doc_words is not None:
         _require_urls(references.keys() - doc_words.keys(), "present-only source lacks url(s)")
-    documents = [_judge(config, predictions[url], references[url],
-                        doc_words[url] if doc_words is not None else None) for url in references]
-    without = sum(not judged.num_references for judged in documents)
-    if config.empty_documents == "drop":
-        documents = [judged for judged in documents if judged.num_references]
-    average = _macro if config.averaging == "macro" else _micro
-    return {**average(documents, config.ks), "num_docs": len(references),
-            "num_docs_without_reference": without}
+    scorer = Scorer(config)
+    for url in references:
+        scorer.add(predictions[url], references[url], doc_words[url] if doc_words is not None else None)
+    return scorer.result()
 
 
 def score(predictions: Keyphrases, references: Keyphrases, config: Union[ScoringConfig, str],
@@ -396,28 +425,34 @@ def _is_words(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(word, str) for word in value)
 
 
+def iter_keyphrase_file(path: Union[str, Path]) -> Iterator[tuple[int, str, list[list[str]]]]:
+    """(line number, url, keyphrases) of each line of an OpenKP-layout file, in file order."""
+    for line_no, url, item in _json_lines(path, ("KeyPhrases",)):
+        phrases = item["KeyPhrases"]
+        if not isinstance(phrases, list) or not all(isinstance(p, str) or _is_words(p) for p in phrases):
+            raise ValueError(f"{path}:{line_no}: KeyPhrases must be a list of word lists or strings")
+        yield line_no, url, [list(_words(phrase)) for phrase in phrases]
+
+
 def read_keyphrase_file(path: Union[str, Path]) -> dict[str, list[list[str]]]:
     """Read OpenKP-layout JSON lines ``{"url", "KeyPhrases": [[words], ...]}`` ("Scores" ignored).
 
     Entries may be word lists or plain strings (split on whitespace); urls become strings.
     """
-    keyphrases = {}
-    for line_no, url, item in _json_lines(path, ("KeyPhrases",)):
-        phrases = item["KeyPhrases"]
-        if not isinstance(phrases, list) or not all(isinstance(p, str) or _is_words(p) for p in phrases):
-            raise ValueError(f"{path}:{line_no}: KeyPhrases must be a list of word lists or strings")
-        keyphrases[url] = [list(_words(phrase)) for phrase in phrases]
-    return keyphrases
+    return {url: phrases for _, url, phrases in iter_keyphrase_file(path)}
+
+
+def iter_doc_words(path: Union[str, Path]) -> Iterator[tuple[int, str, list[str]]]:
+    """(line number, url, doc_words) of each line of a preprocessed file, in file order."""
+    for line_no, url, item in _json_lines(path, ("doc_words",)):
+        if not _is_words(item["doc_words"]):
+            raise ValueError(f"{path}:{line_no}: doc_words must be a list of strings")
+        yield line_no, url, item["doc_words"]
 
 
 def read_doc_words(path: Union[str, Path]) -> dict[str, list[str]]:
     """Read the ``doc_words`` of a preprocessed JSON-lines file, by url (for present-only scoring)."""
-    documents = {}
-    for line_no, url, item in _json_lines(path, ("doc_words",)):
-        if not _is_words(item["doc_words"]):
-            raise ValueError(f"{path}:{line_no}: doc_words must be a list of strings")
-        documents[url] = item["doc_words"]
-    return documents
+    return {url: words for _, url, words in iter_doc_words(path)}
 
 
 # --------------------------------------------------------------------------- command line

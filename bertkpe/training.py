@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -28,16 +28,19 @@ from tqdm.auto import tqdm
 from bertkpe import config
 from bertkpe.checkpoints import (load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
                                  set_rng_state)
-from bertkpe.data.batching import collate, length_grouped_batches, shard, token_lengths, window_counts
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, crop_windows, load_tokenizer
+from bertkpe.data.batching import collate
+from bertkpe.data.features import FeatureOptions, load_tokenizer
+from bertkpe.data.sampling import Item, TrainingDocuments, WindowBatchSampler
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
-from bertkpe.evaluation import evaluate_split, format_split_scores, split_features, write_json, write_predictions
+from bertkpe.evaluation import evaluate_split, format_split_scores, split_store, write_json
 from bertkpe.models import KeyphraseModel, build_model, load_model, model_type
 from bertkpe.models.base import load_weights
 from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
                              teardown_runtime)
 
 logger = logging.getLogger("bertkpe")
+
+SAVE_CLOCK_STEPS = 10  # optimizer steps between two looks at the clock for --save_every_minutes
 
 
 @dataclass
@@ -49,6 +52,7 @@ class TrainState:
     batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
     best_score: float = -1.0
     best_step: int = -1
+    world_size: int = 1  # processes the run trains under: a resumed run must keep it
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class ScheduledStep:
 
     epoch: int
     first_position: int
-    micro_batches: list[list[int]]
+    micro_batches: list[list[Item]]
     group_size: int
 
     @property
@@ -68,7 +72,7 @@ class ScheduledStep:
         return self.first_position + len(self.micro_batches)
 
 
-def step_schedule(epoch_micro_batches: Callable[[int], list[list[int]]], accumulation: int, epoch: int,
+def step_schedule(epoch_micro_batches: Callable[[int], list[list[Item]]], accumulation: int, epoch: int,
                   position: int) -> Iterator[ScheduledStep]:
     """The optimizer steps, without end, from micro-batch `position` of `epoch` on: each
     epoch's micro-batches in groups of `accumulation`, the last group of an epoch taking
@@ -83,22 +87,6 @@ def step_schedule(epoch_micro_batches: Callable[[int], list[list[int]]], accumul
             first = max(group_start, position)
             yield ScheduledStep(epoch, first, micro_batches[first:group_end], group_end - group_start)
         epoch, position = epoch + 1, 0
-
-
-def trainable(documents: Sequence[DocumentFeatures], model_class: str) -> tuple[list[DocumentFeatures], int]:
-    """Documents a head can learn from: a present keyphrase left after truncation, and
-    for the phrase-level heads at least one negative phrase too."""
-    kept = []
-    for doc in documents:
-        if len(doc.gold_spans) == 0:
-            continue
-        if model_class in ("bert2chunk", "bert2rank", "bert2joint"):
-            lengths = doc.gold_spans[:, 1] - doc.gold_spans[:, 0]
-            positive = {int(pid) for pid in doc.phrase_grid[lengths, doc.gold_spans[:, 0]] if pid >= 0}
-            if not positive or len(positive) == doc.num_phrases:
-                continue
-        kept.append(doc)
-    return kept, len(documents) - len(kept)
 
 
 def parameter_groups(model: KeyphraseModel, learning_rate: float, head_learning_rate: float,
@@ -144,7 +132,8 @@ def total_train_steps(args: argparse.Namespace, steps_per_epoch: int, world_size
 # Options a resumed run may take anew: the budget, logging and evaluation cadence, where
 # caches live, and how this process runs. Any other change would silently not happen.
 RESUMABLE_OPTIONS = frozenset({
-    "max_train_steps", "max_train_epochs", "display_iter", "eval_every", "save_every", "save_checkpoint",
+    "max_train_steps", "max_train_epochs", "display_iter", "eval_every", "save_every", "save_every_minutes",
+    "save_checkpoint",
     "use_viso", "test_after_training", "per_gpu_test_batch_size", "return_num", "cached_features_dir",
     "feature_workers", "no_cuda", "local_rank", "resume", "run_mode", "output_dir",
 })
@@ -242,15 +231,16 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
                                                             args.weight_decay))
         # micro-batches hold windows, so their number depends on the documents' lengths
-        self.steps_per_epoch = math.ceil(len(self.epoch_micro_batches(0)) / args.gradient_accumulation_steps)
+        self.steps_per_epoch = math.ceil(len(self.sampler.micro_batches(0)) / args.gradient_accumulation_steps)
         self.total_steps, self.budget_source = total_train_steps(args, self.steps_per_epoch, runtime.world_size)
         from transformers import get_linear_schedule_with_warmup
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(args.warmup_proportion * self.total_steps), self.total_steps)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        self.state = TrainState()
+        self.state = TrainState(world_size=runtime.world_size)
         if resume_from is not None:
             self.restore(resume_from)
+        self.last_saved = time.monotonic()
         self.ddp_model: nn.Module = self.model
         if runtime.distributed:
             device_ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
@@ -261,27 +251,26 @@ class Trainer:
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.state.step or None)
 
     def load_data(self) -> None:
+        """Map the feature stores (each built first by one process if missing, the others
+        waiting for it) and decide from their columns what trains."""
         args, runtime = self.args, self.runtime
-        if not runtime.is_main:
-            runtime.barrier()  # rank 0 builds the feature cache first; the others then load it
         splits = args.train_splits
-        documents = [doc for split in splits for doc in split_features(args, split, self.tokenizer,
-                                                                       self.feature_options)]
-        self.train_docs, skipped = trainable(documents, args.model_class)
-        self.dev_docs = [] if args.no_eval else split_features(args, "dev", self.tokenizer, self.feature_options)
-        if runtime.is_main:
-            runtime.barrier()
+        stores = [split_store(args, split, self.tokenizer, self.feature_options) for split in splits]
+        self.train_docs = TrainingDocuments(stores, args.model_class)
+        self.dev_store = None if args.no_eval else split_store(args, "dev", self.tokenizer, self.feature_options)
         logger.info("training documents (%s): %d usable, %d skipped (no present keyphrase, or no negative phrase, "
-                    "left in the first %d sub-tokens)", " + ".join(splits), len(self.train_docs), skipped,
-                    self.feature_options.doc_tokens)
-        if not self.train_docs:
+                    "left in the first %d sub-tokens)", " + ".join(splits), len(self.train_docs),
+                    self.train_docs.skipped, self.feature_options.doc_tokens)
+        if not len(self.train_docs):
             raise SystemExit("error: no usable training document")
         stemmers = {config.data_stemmer(config.split_file(args, split)) for split in splits}
         if len(stemmers) > 1:
             raise SystemExit(f"error: the splits {' and '.join(splits)} were matched with different stemmers "
                              f"({', '.join(sorted(stemmers))}): preprocess them together")
         self.stemmer = stemmers.pop()
-        self.sampled_epoch: tuple[int, list[DocumentFeatures]] | None = None
+        # runs saved before --train_windows existed trained all windows
+        self.sampler = WindowBatchSampler(self.train_docs, args.per_gpu_train_batch_size, args.seed,
+                                          getattr(args, "train_windows", 0), runtime.rank, runtime.world_size)
 
     def checkpoint_options(self) -> dict[str, Any]:
         args = self.args
@@ -297,13 +286,21 @@ class Trainer:
         self.scaler.load_state_dict(saved["scaler"])
         if self.averaged is not None:
             self.averaged.load_state_dict(saved["averaged"])
-        self.state = TrainState(**saved["train_state"])
-        set_rng_state(saved["rng"][self.runtime.rank] if self.runtime.rank < len(saved["rng"]) else saved["rng"][0])
+        # runs saved before the world size was recorded saved one RNG state per process
+        trained_under = saved["train_state"].get("world_size", len(saved["rng"]))
+        if trained_under != self.runtime.world_size:
+            raise SystemExit(f"error: --resume {checkpoint}: the run trained under {trained_under} process(es) and "
+                             f"this one has {self.runtime.world_size}; resume it under {trained_under} (torchrun "
+                             f"--nproc_per_node {trained_under}), as the data shards, the batch of a step and "
+                             f"each process's random state depend on it")
+        self.state = TrainState(**{**saved["train_state"], "world_size": trained_under})
+        set_rng_state(saved["rng"][self.runtime.rank])
         logger.info("resumed from %s at step %d (epoch %d, micro-batch %d)", checkpoint, self.state.step,
                     self.state.epoch, self.state.batch_in_epoch)
 
     def save_last(self) -> None:
         """The resumable checkpoint; every rank's RNG state goes into it."""
+        self.last_saved = time.monotonic()
         rng = [rng_state()]
         if self.runtime.distributed:
             gathered: list[Any] = [None] * self.runtime.world_size
@@ -318,35 +315,6 @@ class Trainer:
         save_checkpoint(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
                         training_state)
 
-    def epoch_documents(self, epoch: int) -> list[DocumentFeatures]:
-        """The training documents as one epoch sees them: with --train_windows K (default 4)
-        each document of more windows as a run of K consecutive windows drawn by the seed
-        and the epoch alone (so every rank, and a resumed run, draws the same); with 0 whole."""
-        sample = getattr(self.args, "train_windows", 0)  # runs saved before it existed trained all windows
-        if not sample:
-            return self.train_docs
-        if self.sampled_epoch is None or self.sampled_epoch[0] != epoch:
-            generator = torch.Generator().manual_seed(self.args.seed + epoch)
-            documents = []
-            for doc in self.train_docs:
-                first = 0
-                if doc.num_windows > sample:
-                    first = int(torch.randint(doc.num_windows - sample + 1, (1,), generator=generator))
-                documents.append(crop_windows(doc, first, sample))
-            self.sampled_epoch = (epoch, documents)
-        return self.sampled_epoch[1]
-
-    def epoch_micro_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's micro-batches of one epoch, shuffled by the seed and the epoch alone. A
-        micro-batch holds at most --per_gpu_train_batch_size encoder windows (a document of
-        more, as --train_windows may leave it, is a micro-batch of its own), so memory is
-        bounded by the flags, not by the corpus."""
-        documents = self.epoch_documents(epoch)
-        generator = torch.Generator().manual_seed(self.args.seed + epoch)
-        batches = length_grouped_batches(token_lengths(documents).tolist(), self.args.per_gpu_train_batch_size,
-                                         generator, windows=window_counts(documents))
-        return shard(batches, self.runtime.rank, self.runtime.world_size)
-
     @property
     def kept_model(self) -> KeyphraseModel:
         """The weights that are evaluated and saved as best/ and epoch_N/: with --ema_decay their
@@ -357,9 +325,9 @@ class Trainer:
         """Dev scores; the best checkpoint by the dataset's metric is kept as `best/`."""
         args, runtime = self.args, self.runtime
         scores = None
+        latest = self.run_dir / "predictions.dev.latest.jsonl"
         if not args.no_eval:
-            scores, predictions = evaluate_split(self.kept_model, self.dev_docs, args, "dev", runtime,
-                                                 self.pad_token_id)
+            scores = evaluate_split(self.kept_model, self.dev_store, args, "dev", runtime, self.pad_token_id, latest)
         if runtime.is_main and scores is not None:
             metric = dataset_class(args.dataset_class).best_metric
             logger.info("dev at step %d (%s):\n%s", self.state.step, tag,
@@ -375,10 +343,12 @@ class Trainer:
                 self.state.best_score, self.state.best_step = scores[metric], self.state.step
                 save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
                 write_json(self.run_dir / "best_dev_metrics.json", {"step": self.state.step, **scores})
-                write_predictions(self.run_dir / "predictions.dev.jsonl", predictions)
+                latest.replace(self.run_dir / "predictions.dev.jsonl")
                 logger.info("new best %s = %.4f at step %d", metric, scores[metric], self.state.step)
             if args.save_checkpoint:
                 save_checkpoint(self.run_dir / tag, self.kept_model, self.tokenizer, self.checkpoint_options())
+        if runtime.is_main:
+            latest.unlink(missing_ok=True)
         self.state.best_score, self.state.best_step = runtime.from_main(self.state.best_score, self.state.best_step)
         self.save_last()
 
@@ -397,8 +367,9 @@ class Trainer:
     def evaluate_or_save(self, moment: Literal["step", "epoch_end", "training_end"]) -> None:
         """What a moment of training leaves on disk. A dev evaluation (which keeps the best
         checkpoint and rewrites `last/`) every `--eval_every` steps and at each epoch's end,
-        once where the two meet; otherwise `last/` every `--save_every` steps. The last step
-        is evaluated once, as the final evaluation; without dev data its weights are `best/`."""
+        once where the two meet; otherwise `last/` every `--save_every` steps and once
+        `--save_every_minutes` have passed since it was last written. The last step is
+        evaluated once, as the final evaluation; without dev data its weights are `best/`."""
         args, state = self.args, self.state
         evaluated_at_step = bool(args.eval_every) and state.step % args.eval_every == 0
         if moment == "training_end":
@@ -411,16 +382,25 @@ class Trainer:
         elif state.step < self.total_steps:
             if evaluated_at_step:
                 self.evaluate(f"step_{state.step}")
-            elif args.save_every and state.step % args.save_every == 0:
+            elif args.save_every and state.step % args.save_every == 0 or self.save_is_due():
                 self.save_last()
 
-    def forward_backward(self, documents: list[DocumentFeatures], indices: list[int], position: int,
-                         group_size: int, last_of_step: bool) -> float:
+    def save_is_due(self) -> bool:
+        """Whether `--save_every_minutes` have passed since `last/` was written, on any rank.
+        Asked every SAVE_CLOCK_STEPS steps, so that all ranks ask (a collective) at the same
+        steps without a synchronisation at every step."""
+        minutes = getattr(self.args, "save_every_minutes", 0)  # runs saved before the flag saved by steps only
+        if not minutes or self.state.step % SAVE_CLOCK_STEPS:
+            return False
+        return bool(self.runtime.ranks_where(time.monotonic() - self.last_saved >= 60 * minutes))
+
+    def forward_backward(self, items: list[Item], position: int, group_size: int, last_of_step: bool) -> float:
         """One micro-batch's loss, and its gradients added to the step's. DDP all-reduces at
         the step's last micro-batch only; a loss that is not finite on any rank stops every
         rank before that all-reduce, where the others would wait for it."""
         runtime = self.runtime
-        batch = collate([documents[i] for i in indices], indices, self.pad_token_id).to(runtime.device)
+        batch = collate([self.train_docs.document(item) for item in items], [item[0] for item in items],
+                        self.pad_token_id).to(runtime.device)
         sync = contextlib.nullcontext()
         if runtime.distributed and not last_of_step:
             sync = self.ddp_model.no_sync()
@@ -455,15 +435,14 @@ class Trainer:
         progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
                         disable=not runtime.is_main)
         running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
-        schedule = step_schedule(self.epoch_micro_batches, args.gradient_accumulation_steps, state.epoch,
+        schedule = step_schedule(self.sampler.micro_batches, args.gradient_accumulation_steps, state.epoch,
                                  state.batch_in_epoch)
         for scheduled in itertools.islice(schedule, max(self.total_steps - state.step, 0)):
             if scheduled.epoch != state.epoch:  # the step before ended an epoch
                 state.epoch, state.batch_in_epoch = scheduled.epoch, 0
                 self.evaluate_or_save("epoch_end")
-            documents = self.epoch_documents(scheduled.epoch)
-            for position, indices in enumerate(scheduled.micro_batches, scheduled.first_position):
-                loss_value = self.forward_backward(documents, indices, position, scheduled.group_size,
+            for position, items in enumerate(scheduled.micro_batches, scheduled.first_position):
+                loss_value = self.forward_backward(items, position, scheduled.group_size,
                                                    last_of_step=position == scheduled.end_position - 1)
                 running_loss += loss_value
                 running_count += 1
@@ -513,12 +492,12 @@ class Trainer:
                         self.state.best_step)
         held_out = [split for split in ("dev", "eval") if split not in args.train_splits]
         for split in ("eval",) if best_dev is not None else held_out:
-            documents = self.dev_docs if split == "dev" and self.dev_docs else \
-                split_features(args, split, self.tokenizer, self.feature_options)
-            scores, predictions = evaluate_split(best, documents, args, split, runtime, self.pad_token_id)
+            documents = self.dev_store if split == "dev" and self.dev_store is not None else \
+                split_store(args, split, self.tokenizer, self.feature_options)
+            scores = evaluate_split(best, documents, args, split, runtime, self.pad_token_id,
+                                    self.run_dir / f"predictions.{split}.jsonl")
             if not runtime.is_main:
                 continue
-            write_predictions(self.run_dir / f"predictions.{split}.jsonl", predictions)
             if scores is not None:
                 metrics[split] = scores
                 logger.info("best checkpoint on %s (%d documents):\n%s", split, len(documents),

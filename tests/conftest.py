@@ -86,3 +86,24 @@ def setup(tmp_path_factory, fixtures):
                        {"url": "punctuation", "KeyPhrases": [["nothing"]]}, {"url": "empty", "KeyPhrases": []}]
     write_jsonl(data / "short" / "short.dev_candidate.json", references[:2] + tiny_references + references[2:])
     return {"root": root, "encoder": encoder, "data": data, "cache": root / "cache", "runs": root / "runs"}
+
+
+@pytest.fixture(scope="session")
+def roberta_tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer trained offline and saved as a RoBERTa checkpoint folder."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaTokenizerFast
+
+    text = ["Neural networks learn keyphrase extraction from scientific text.",
+            "Graph models of data; tokenization into byte-level pieces, unbelievably fast!"] * 4
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(text, vocab_size=400, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                     sep_token="</s>", cls_token="<s>", pad_token="<pad>", unk_token="<unk>",
+                                     mask_token="<mask>")
+    directory = tmp_path_factory.mktemp("roberta_tokenizer")
+    tokenizer.save_pretrained(directory)
+    RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=64).save_pretrained(directory)
+    return directory

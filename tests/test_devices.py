@@ -63,7 +63,7 @@ class DeviceEcho(torch.nn.Module):
 
 def test_evaluation_decodes_the_batch_the_model_scored(devices_seen):
     with pytest.raises(Reached):
-        decode_documents(DeviceEcho(), documents(), Runtime(device=META), batch_size=2, top_k=5)
+        list(decode_documents(DeviceEcho(), documents(), Runtime(device=META), batch_size=2, top_k=5))
     assert devices_seen == [{"mention_scores": META, "phrase_grid": META, "phrase_mask": META}]
 
 

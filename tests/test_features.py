@@ -1,4 +1,4 @@
-"""Features: mention grid, phrase ids, gold spans, BIOEU tags, truncation, word starts, cache."""
+"""Features: mention grid, phrase ids, gold spans, BIOEU tags, truncation, word starts, batching."""
 from __future__ import annotations
 
 import random
@@ -6,11 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from bertkpe.data import features as features_module
-from bertkpe.data.features import (TAG_ID, FeatureOptions, build_all, load_features, load_tokenizer,
-                                   phrase_ids_for, read_records, tag_labels_for)
-from helpers import (ENCODER, batch_of, default_tokenizer, featurize, features_equal, kp20k_records, make_record,
-                     normalize, write_jsonl)
+from bertkpe.data.features import TAG_ID, first_mentions, load_tokenizer, phrase_ids_for, tag_labels_for
+from helpers import batch_of, default_tokenizer, featurize, kp20k_records, make_record, normalize
 
 O, B, I, E, U = (TAG_ID[tag] for tag in "OBIEU")
 
@@ -183,27 +180,6 @@ def test_empty_document():
     assert default_tokenizer().convert_ids_to_tokens(doc.input_ids.tolist()) == ["[CLS]", "[SEP]"]
 
 
-@pytest.fixture(scope="module")
-def roberta_tokenizer_dir(tmp_path_factory):
-    """A byte-level BPE tokenizer trained offline and saved as a RoBERTa checkpoint folder."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaConfig, RobertaTokenizerFast
-
-    text = ["Neural networks learn keyphrase extraction from scientific text.",
-            "Graph models of data; tokenization into byte-level pieces, unbelievably fast!"] * 4
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(text, vocab_size=400, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
-                                     sep_token="</s>", cls_token="<s>", pad_token="<pad>", unk_token="<unk>",
-                                     mask_token="<mask>")
-    directory = tmp_path_factory.mktemp("roberta_tokenizer")
-    tokenizer.save_pretrained(directory)
-    RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=64).save_pretrained(directory)
-    return directory
-
-
 def test_byte_level_tokenizer(roberta_tokenizer_dir):
     tokenizer = load_tokenizer(str(roberta_tokenizer_dir))
     assert tokenizer.is_fast and tokenizer.add_prefix_space
@@ -256,76 +232,8 @@ def test_real_documents(kp20k_test_records):
         for phrase_id in range(doc.num_phrases):
             start, length = doc.phrase_first[phrase_id]
             assert doc.phrase_grid[length - 1, start] == phrase_id
+        assert np.array_equal(first_mentions(doc.phrase_grid), doc.phrase_first)  # what a store rebuilds them from
     assert truncated > 0 and total_gold > 20
-
-
-# --------------------------------------------------------------------------- cache
-
-class CountingBuild:
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, records, tokenizer, options, **kwargs):
-        self.calls += 1
-        return build_all(records, tokenizer, options, **kwargs)
-
-
-def test_cache_hit_and_every_key_option(tmp_path, monkeypatch, kp20k_test_records, roberta_tokenizer_dir):
-    tokenizer = default_tokenizer()
-    records = kp20k_test_records[:6]
-    path = write_jsonl(tmp_path / "train.jsonl", records)
-    assert read_records(path) == records
-    cache = tmp_path / "cache"
-    options = FeatureOptions(tokenizer=ENCODER, max_token=128)
-    counter = CountingBuild()
-    monkeypatch.setattr(features_module, "build_all", counter)
-
-    first = load_features(path, tokenizer, options, cache_dir=cache, workers=1)
-    assert counter.calls == 1 and len(list(cache.glob("train.*.pt"))) == 1
-    assert features_equal(first, featurize(records, max_token=128))
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("features rebuilt instead of loaded from the cache")
-
-    monkeypatch.setattr(features_module, "build_all", refuse)
-    again = load_features(path, tokenizer, options, cache_dir=cache, workers=1)
-    assert features_equal(first, again)
-    monkeypatch.setattr(features_module, "build_all", counter)
-
-    roberta = load_tokenizer(str(roberta_tokenizer_dir))
-    variants = [
-        (tokenizer, FeatureOptions(tokenizer=ENCODER, max_token=96)),
-        (tokenizer, FeatureOptions(tokenizer=ENCODER, max_token=128, max_phrase_words=3)),
-        (tokenizer, FeatureOptions(tokenizer=ENCODER, max_token=128, stemmer="none")),
-        (roberta, FeatureOptions(tokenizer=str(roberta_tokenizer_dir), max_token=128)),
-    ]
-    seen = {path.name for path in cache.glob("*.pt")}
-    for number, (variant_tokenizer, variant) in enumerate(variants, start=2):
-        built = load_features(path, variant_tokenizer, variant, cache_dir=cache, workers=1)
-        assert counter.calls == number, variant
-        names = {path.name for path in cache.glob("*.pt")}
-        assert len(names - seen) == 1, variant
-        seen = names
-        assert features_equal(built, build_all(records, variant_tokenizer, variant))
-        assert not features_equal(built, first)
-    assert features_equal(load_features(path, roberta, variants[-1][1], cache_dir=cache), built)
-    assert counter.calls == len(variants) + 1
-
-    write_jsonl(path, records[:5])  # new bytes, same name
-    changed = load_features(path, tokenizer, options, cache_dir=cache, workers=1)
-    assert counter.calls == len(variants) + 2 and len(changed) == 5
-    assert len(list(cache.glob("*.pt"))) == len(variants) + 2
-    assert not list(cache.glob("*.tmp"))
-
-
-def test_two_workers_give_identical_features(datasets, tmp_path):
-    tokenizer = default_tokenizer()
-    records = kp20k_records(datasets / "kp20k" / "kp20k_testing.json", 140)  # > one chunk of 128
-    path = write_jsonl(tmp_path / "test.jsonl", records)
-    options = FeatureOptions(tokenizer=ENCODER, max_token=200)
-    single = load_features(path, tokenizer, options, cache_dir=None, workers=1)
-    assert len(single) == 140
-    assert features_equal(load_features(path, tokenizer, options, cache_dir=None, workers=2), single)
 
 
 # --------------------------------------------------------------------------- batching

@@ -538,11 +538,11 @@ def test_best_checkpoint_follows_the_dataset_metric(setup, monkeypatch):
     script = iter([(0.1, 0.1), (0.3, 0.1), (0.2, 0.9), (0.3, 0.1)])
     evaluate_split = training.evaluate_split
 
-    def scripted(model, documents, args, split, runtime, pad_token_id):
-        scores, predictions = evaluate_split(model, documents, args, split, runtime, pad_token_id)
+    def scripted(model, documents, args, split, runtime, pad_token_id, predictions_path):
+        scores = evaluate_split(model, documents, args, split, runtime, pad_token_id, predictions_path)
         if split == "dev" and model.training:  # evaluations during training, not the final test
             scores["F1@5"], scores["F1@3"] = next(script)
-        return scores, predictions
+        return scores
 
     monkeypatch.setattr(training, "evaluate_split", scripted)
     run = setup["runs"] / "scripted_best"
@@ -634,7 +634,7 @@ def test_short_documents_decode_to_what_they_have(model_class):
                make_record("a long enough document about sparse graphs".split(), url="long")]
     documents = featurize(records, max_token=32)
     model = tiny_model(model_class, layers=1)
-    ranked = decode_documents(model, documents, Runtime(device=torch.device("cpu")), batch_size=4, top_k=5)
+    ranked = list(decode_documents(model, documents, Runtime(device=torch.device("cpu")), batch_size=4, top_k=5))
     assert all(isinstance(item, RankedPhrases) for item in ranked)
     assert [item.url for item in ranked] == ["one", "two", "repeat", "punctuation", "empty", "long"]
     phrases = {item.url: item.phrases for item in ranked}

@@ -158,7 +158,6 @@ def test_batches_hold_at_most_the_window_budget():
 
 
 def test_scores_by_document_length(tmp_path):
-    from bertkpe.decoding import RankedPhrases
     from bertkpe.evaluation import score_split
     from bertkpe.metrics import ScoringConfig
     from helpers import write_jsonl
@@ -166,15 +165,35 @@ def test_scores_by_document_length(tmp_path):
     references = write_jsonl(tmp_path / "ref.jsonl", [{"url": "a", "KeyPhrases": [["graph"]]},
                                                       {"url": "b", "KeyPhrases": [["tree"], ["node"]]},
                                                       {"url": "c", "KeyPhrases": [["forest"]]}])
-    predictions = [RankedPhrases("a", [["graph"]], [1.0], [0]), RankedPhrases("b", [["tree"]], [1.0], [0]),
-                   RankedPhrases("c", [["leaf"]], [1.0], [0])]
-    scores = score_split(predictions, references, ScoringConfig("kp20k"), doc_tokens={"a": 100, "b": 511, "c": 9000})
+    predictions = write_jsonl(tmp_path / "pred.jsonl", [{"url": "a", "KeyPhrases": [["graph"]]},
+                                                        {"url": "b", "KeyPhrases": [["tree"]]},
+                                                        {"url": "c", "KeyPhrases": [["leaf"]]}])
+    scores = score_split(predictions, references, ScoringConfig("kp20k"), doc_tokens=[100, 511, 9000])
     # a: 1 hit of 1 reference: P@5 1/5, R 1, F1 1/3; b: P@5 1/5, R 1/2, F1 2/7; c: no hit
     assert set(scores["by_length"]) == {"0-512", ">8k"}
     assert scores["by_length"]["0-512"]["num_docs"] == 2
     assert scores["by_length"]["0-512"]["F1@5"] == pytest.approx((1 / 3 + 2 / 7) / 2)
     assert scores["by_length"][">8k"] == {**scores["by_length"][">8k"], "num_docs": 1, "F1@5": 0.0, "F1@10": 0.0}
     assert scores["F1@5"] == pytest.approx((1 / 3 + 2 / 7) / 3)
+
+
+def test_scoring_a_split_needs_its_references_in_the_same_order(tmp_path):
+    from bertkpe.evaluation import score_split
+    from bertkpe.metrics import ScoringConfig
+    from helpers import write_jsonl
+
+    references = write_jsonl(tmp_path / "ref.jsonl", [{"url": "a", "KeyPhrases": [["graph"]]},
+                                                      {"url": "b", "KeyPhrases": [["tree"]]}])
+    swapped = write_jsonl(tmp_path / "swapped.jsonl", [{"url": "b", "KeyPhrases": []}, {"url": "a", "KeyPhrases": []}])
+    with pytest.raises(ValueError, match=r"ref.jsonl:1: url 'a', but in .*swapped.jsonl line 1 has url 'b'"):
+        score_split(swapped, references, ScoringConfig("kp20k"))
+    short = write_jsonl(tmp_path / "short.jsonl", [{"url": "a", "KeyPhrases": []}])
+    with pytest.raises(ValueError, match=r"ref.jsonl:2: url 'b', but in .*short.jsonl it has no more lines"):
+        score_split(short, references, ScoringConfig("kp20k"))
+    longer = write_jsonl(tmp_path / "long.jsonl", [{"url": "a", "KeyPhrases": []}, {"url": "b", "KeyPhrases": []},
+                                                   {"url": "c", "KeyPhrases": []}])
+    with pytest.raises(ValueError, match=r"long.jsonl:3: url 'c' is absent from .*ref.jsonl"):
+        score_split(longer, references, ScoringConfig("kp20k"))
 
 
 def test_document_pooling_ranks_short_documents_as_max_pooling():
@@ -279,18 +298,18 @@ def test_a_crop_of_windows_is_the_document_those_windows_hold():
 
 def test_training_on_sampled_windows_draws_a_run_of_windows_per_epoch(setup, tmp_path, monkeypatch):
     from bertkpe.cli import run_command
+    from bertkpe.data.sampling import WindowBatchSampler
     from bertkpe.models.base import KeyphraseModel
-    from bertkpe.training import Trainer
     from helpers import train_argv
 
     drawn = {}
-    epoch_documents = Trainer.epoch_documents
+    micro_batches = WindowBatchSampler.micro_batches
 
     def recording(self, epoch):
-        documents = epoch_documents(self, epoch)
-        assert documents is epoch_documents(self, epoch)  # drawn once per epoch
-        drawn.setdefault(epoch, [(doc.url, doc.num_windows, doc.words[0], doc.num_words) for doc in documents])
-        return documents
+        batches = micro_batches(self, epoch)
+        assert batches == micro_batches(self, epoch)  # the same draw whenever it is asked for
+        drawn.setdefault(epoch, sorted(item for batch in batches for item in batch))
+        return batches
 
     windows_seen = []
     forward = KeyphraseModel.forward
@@ -300,14 +319,15 @@ def test_training_on_sampled_windows_draws_a_run_of_windows_per_epoch(setup, tmp
             windows_seen.append(batch.input_ids.shape[0] / len(batch.indices))
         return forward(self, batch, compute_loss)
 
-    monkeypatch.setattr(Trainer, "epoch_documents", recording)
+    monkeypatch.setattr(WindowBatchSampler, "micro_batches", recording)
     monkeypatch.setattr(KeyphraseModel, "forward", recording_forward)
     argv = train_argv(setup, "sampled", "--max_train_epochs", "2", "--no-test_after_training",
                       output_dir=tmp_path) + ["--max_token", "32", "--max_doc_tokens", "4096", "--window_overlap", "8",
                                               "--per_gpu_train_batch_size", "6", "--train_windows", "2"]
     assert run_command("train", argv) == 0
-    assert sorted(drawn) == [0, 1] and all(len(documents) == 24 for documents in drawn.values())
-    assert all(windows <= 2 for _, windows, _, _ in drawn[0] + drawn[1])
+    assert sorted(drawn) == [0, 1]
+    assert all([position for position, _, _ in items] == list(range(24)) for items in drawn.values())
+    assert all(windows <= 2 for _, _, windows in drawn[0] + drawn[1])
     assert max(windows_seen) <= 2 and len(windows_seen) < 2 * 24
     assert drawn[0] != drawn[1]  # a new draw each epoch
     with pytest.raises(SystemExit, match=r"--train_windows must be 0 \(all windows\) or more, got -1"):

@@ -21,24 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from bertkpe.data.matching import NO_STEMMER, normalize_words
 
-logger = logging.getLogger("bertkpe")
-
-FEATURES_VERSION = 2
-PARALLEL_MIN_DOCUMENTS = 10_000
 TAGS = ("O", "B", "I", "E", "U")
 TAG_ID = {tag: index for index, tag in enumerate(TAGS)}
 
@@ -94,14 +84,6 @@ class DocumentFeatures:
         start, length = self.phrase_first[phrase_id]
         return self.words[start:start + length]
 
-    def to_state(self) -> dict[str, Any]:
-        return {name: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-                for name, value in self.__dict__.items()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "DocumentFeatures":
-        return cls(**{name: value.numpy() if isinstance(value, torch.Tensor) else value
-                      for name, value in state.items()})
 
 
 def has_alnum(word: str) -> bool:
@@ -216,6 +198,17 @@ def number_phrases(first_index: np.ndarray, inverse: np.ndarray, length_index: n
     rank[order] = np.arange(order.shape[0])
     firsts = first_index[order]
     return rank[inverse.reshape(-1)], np.stack([start_index[firsts], length_index[firsts] + 1], axis=1).astype(np.int64)
+
+
+def first_mentions(phrase_grid: np.ndarray) -> np.ndarray:
+    """(P, 2) (start, length) of each phrase's first mention in n-major order: phrase ids
+    are numbered by first appearance in that order, so the grid alone determines them."""
+    num_words = phrase_grid.shape[1]
+    flat = phrase_grid.reshape(-1)
+    cells = np.flatnonzero(flat >= 0)
+    _, first = np.unique(flat[cells], return_index=True)
+    cells = cells[first]
+    return np.stack([cells % max(num_words, 1), cells // max(num_words, 1) + 1], axis=1).astype(np.int64)
 
 
 def tag_labels_for(gold_spans: np.ndarray, num_words: int) -> np.ndarray:
@@ -367,21 +360,21 @@ def build_features(records: Sequence[dict[str, Any]], tokenizer, options: Featur
     return features
 
 
+def parse_record(raw: bytes, path: str | os.PathLike, line_number: int) -> dict[str, Any]:
+    """One line of a preprocessed file (the output of `bertkpe preprocess`); errors name the file and line."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}:{line_number}: not a JSON line ({error})") from error
+    if not isinstance(record, dict) or not isinstance(record.get("doc_words"), list) or "url" not in record:
+        raise ValueError(f"{path}:{line_number}: expected an object with 'url' and 'doc_words'")
+    return record
+
+
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Preprocessed JSON lines (the output of `bertkpe preprocess`)."""
-    records = []
+    """The records of a small preprocessed file, in memory (a corpus goes through a feature store)."""
     with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise ValueError(f"{path}:{line_number}: not a JSON line ({error})") from error
-            if not isinstance(record, dict) or not isinstance(record.get("doc_words"), list) or "url" not in record:
-                raise ValueError(f"{path}:{line_number}: expected an object with 'url' and 'doc_words'")
-            records.append(record)
-    return records
+        return [parse_record(raw, path, number) for number, raw in enumerate(handle, start=1) if raw.strip()]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -389,96 +382,3 @@ def tokenizer_fingerprint(tokenizer) -> str:
     digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
     digest.update(json.dumps([ids.tolist() for ids in special_tokens_around(tokenizer)]).encode("utf-8"))
     return digest.hexdigest()
-
-
-def cache_key(path: str | os.PathLike, tokenizer, options: FeatureOptions) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    settings = {**asdict(options), "tokenizer": tokenizer_fingerprint(tokenizer), "version": FEATURES_VERSION}
-    digest.update(json.dumps(settings, sort_keys=True).encode("utf-8"))
-    return digest.hexdigest()[:24]
-
-
-_worker_tokenizer = None
-
-
-def _init_worker(tokenizer_name: str) -> None:
-    global _worker_tokenizer
-    torch.set_num_threads(1)
-    _worker_tokenizer = load_tokenizer(tokenizer_name)
-
-
-def _build_chunk(args: tuple[list[dict[str, Any]], FeatureOptions]) -> list[DocumentFeatures]:
-    """Numpy arrays pickle inline; torch tensors would each travel through a shared-memory
-    segment, which made workers slower than one process."""
-    records, options = args
-    return build_features(records, _worker_tokenizer, options)
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def build_all(records: Sequence[dict[str, Any]], tokenizer, options: FeatureOptions,
-              workers: int = 1, chunk_size: int = 128, description: str = "features"
-              ) -> list[DocumentFeatures]:
-    """Features for many records, in worker processes when workers > 1."""
-    progress = tqdm(total=len(records), desc=description, unit="doc", leave=False)
-    features: list[DocumentFeatures] = []
-    if workers <= 1 or len(records) <= chunk_size:
-        for chunk in _chunks(records, chunk_size):
-            features.extend(build_features(chunk, tokenizer, options))
-            progress.update(len(chunk))
-    else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(tokenizer.name_or_path,)) as pool:
-            jobs = ((list(chunk), options) for chunk in _chunks(records, chunk_size))
-            for built in pool.map(_build_chunk, jobs):
-                features.extend(built)
-                progress.update(len(built))
-    progress.close()
-    return features
-
-
-def describe_cuts(features: Sequence[DocumentFeatures], options: FeatureOptions) -> str:
-    """What the `max_doc_tokens` cap left unread, for the log: never silent."""
-    cut = [doc for doc in features if doc.words_cut]
-    return (f"{len(cut)} of {len(features)} documents longer than {options.doc_tokens} sub-tokens were cut: "
-            f"{sum(doc.words_cut for doc in cut)} words and {sum(doc.gold_cut for doc in cut)} gold keyphrase "
-            f"occurrences not read")
-
-
-def load_features(path: str | os.PathLike, tokenizer, options: FeatureOptions,
-                  cache_dir: str | os.PathLike | None = "data/cached_features",
-                  workers: int | None = None) -> list[DocumentFeatures]:
-    """Features of a preprocessed file, from the cache when its key matches.
-
-    The key hashes the file's bytes, the tokenizer's definition and every option, so a
-    changed input or option never reuses a stale cache.
-    """
-    path = Path(path)
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{path.stem}.{cache_key(path, tokenizer, options)}.pt"
-        if cache_file.exists():
-            logger.info("loading cached features %s", cache_file)
-            states = torch.load(cache_file, weights_only=True)
-            features = [DocumentFeatures.from_state(state) for state in states]
-            logger.info("%s: %s", path.name, describe_cuts(features, options))
-            return features
-    records = read_records(path)
-    if workers is None:
-        # One process builds 400-500 documents/s; below some thousands of documents,
-        # forking workers and shipping results back costs about what the extra cores gain.
-        workers = 1 if len(records) < PARALLEL_MIN_DOCUMENTS else min(os.cpu_count() or 1, 8)
-    features = build_all(records, tokenizer, options, workers=workers, description=path.name)
-    logger.info("%s: %s", path.name, describe_cuts(features, options))
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache_file.parent, suffix=".tmp", delete=False) as handle:
-            torch.save([feature.to_state() for feature in features], handle)
-        os.replace(handle.name, cache_file)
-        logger.info("cached %d documents' features in %s", len(features), cache_file)
-    return features
