@@ -15,6 +15,7 @@ from bertkpe.config import given_options
 
 COMMANDS = {
     "preprocess": ("bertkpe.preprocessing", "read a corpus, locate present keyphrases, write JSON lines"),
+    "featurize": ("bertkpe.commands.featurize", "build the feature stores of preprocessed splits ahead of a run"),
     "train": ("bertkpe.training", "train a keyphrase head on preprocessed data"),
     "test": ("bertkpe.evaluation", "decode and score a checkpoint on dev/eval"),
     "score": ("bertkpe.metrics", "score a predictions file against a reference file"),

@@ -198,6 +198,47 @@ def test_torchrun_two_processes_gloo(setup, tmp_path):
     # step 2 ends epoch 1: evaluated once, not again as the epoch's end
     assert [(entry["tag"], entry["step"]) for entry in history] == [("step_2", 2), ("final", 3)]
     assert all(entry["num_docs"] == len(dev_urls) for entry in history)
+    # the run records its world size; resuming it in one process is refused, naming both sizes
+    assert training_state(run / "last")["train_state"]["world_size"] == 2
+    with pytest.raises(SystemExit, match=r"the run trained under 2 process\(es\) and this one has 1; resume it "
+                                         r"under 2 \(torchrun --nproc_per_node 2\)"):
+        run_command("train", ["--resume", str(run), "--max_train_steps", "4"])
+    assert budget_of(run) == (3, 3)
+
+
+def test_torchrun_test_shards_the_split_and_merges_it_in_order(setup, evaluated_run, tmp_path, monkeypatch):
+    """Decoding chunks of 5 documents: rank 0 decodes the eval split's chunks 0 and 2, rank 1
+    chunk 1; the merged predictions and scores are those of one process, byte for byte."""
+    from bertkpe import evaluation
+
+    wrapper = tmp_path / "small_chunks_test.py"
+    wrapper.write_text(textwrap.dedent(f"""
+        import json, os, runpy, sys
+        from bertkpe import evaluation
+        evaluation.DECODE_CHUNK = 5
+        decode_chunk = evaluation.decode_chunk
+        def logged_decode_chunk(model, documents, *args):
+            print(f"rank {{os.environ['RANK']}} decodes {{json.dumps([doc.url for doc in documents])}}", file=sys.stderr)
+            return decode_chunk(model, documents, *args)
+        evaluation.decode_chunk = logged_decode_chunk
+        runpy.run_path({str(ROOT / "scripts" / "test.py")!r}, run_name="__main__")
+    """))
+    flags = ["--preprocess_folder", str(setup["data"]), "--cached_features_dir", str(setup["cache"]),
+             "--eval_checkpoint", str(evaluated_run / "best"), "--output_dir", str(tmp_path), "--no_cuda",
+             "--per_gpu_test_batch_size", "2", "--splits", "eval"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(wrapper), *flags, "--run_name", "two"]
+    result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+    eval_urls = urls(setup["data"] / "kp20k" / "kp20k.eval.json")
+    decoded = {rank: [url for line in re.findall(rf"rank {rank} decodes (\[.*\])", result.stderr)
+                      for url in json.loads(line)] for rank in (0, 1)}
+    assert decoded == {0: eval_urls[:5] + eval_urls[10:], 1: eval_urls[5:10]}
+    monkeypatch.setattr(evaluation, "DECODE_CHUNK", 5)
+    assert run_command("test", [*flags, "--run_name", "one"]) == 0
+    for name in ("predictions.eval.jsonl", "metrics.json"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    assert urls(tmp_path / "one" / "predictions.eval.jsonl") == eval_urls
 
 
 def test_torchrun_a_non_finite_loss_on_one_rank_stops_both(setup, tmp_path):
@@ -307,6 +348,31 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path):
     assert same_weights(first / "run" / "best", second / "run" / "best", atol=1e-6)
     best = [json.loads((run / "run" / "best_dev_metrics.json").read_text()) for run in (first, second)]
     assert best[0] == best[1]
+
+
+def test_last_is_written_by_time_as_well(setup, tmp_path, monkeypatch):
+    """The clock is looked at every 10 steps: with --save_every_minutes past at step 10, last/
+    is written there as well as at the end of each 6-step epoch; with the default 30 minutes,
+    only at the epochs' ends."""
+    from bertkpe import training
+
+    saved_at = []
+    save_last = training.Trainer.save_last
+
+    def recording_save_last(self):
+        saved_at.append(self.state.step)
+        return save_last(self)
+
+    monkeypatch.setattr(training.Trainer, "save_last", recording_save_last)
+    common = ["--max_train_steps", "12", "--no_eval", "--no-test_after_training", "--max_token", "48",
+              "--max_doc_tokens", "48"]
+    assert run_command("train", train_argv(setup, "by_time", *common, "--save_every_minutes", "1e-6",
+                                           model_class="bert2tag", output_dir=tmp_path)) == 0
+    assert saved_at == [6, 10, 12]
+    saved_at.clear()
+    assert run_command("train", train_argv(setup, "default", *common, model_class="bert2tag", output_dir=tmp_path)) == 0
+    assert saved_at == [6, 12]
+    assert json.loads((tmp_path / "default" / "options.json").read_text())["save_every_minutes"] == 30
 
 
 def test_resume_keeps_saved_options_and_takes_a_new_budget(setup, tmp_path):

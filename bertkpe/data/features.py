@@ -378,7 +378,12 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """Hash of the tokenizer's full definition (vocabulary, normaliser, special tokens)."""
-    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8"))
+    """Hash of the tokenizer's full definition (vocabulary, normaliser, special tokens).
+    Its truncation and padding are left out: they are settings of a call, which a tokenizer
+    file may carry until the first call resets them, and features never use them."""
+    definition = json.loads(tokenizer.backend_tokenizer.to_str())
+    definition.pop("truncation", None)
+    definition.pop("padding", None)
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode("utf-8"))
     digest.update(json.dumps([ids.tolist() for ids in special_tokens_around(tokenizer)]).encode("utf-8"))
     return digest.hexdigest()

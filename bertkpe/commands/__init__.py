@@ -1,0 +1,1 @@
+"""The `bertkpe` sub-commands: each module parses its flags and calls the library."""
