@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
@@ -31,7 +32,20 @@ from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logg
 logger = logging.getLogger("bertkpe")
 
 
-DECODE_CHUNK = 1024  # documents decoded as one unit: length-sorted into batches, written in order
+# Encoder windows decoded as one unit (length-sorted into batches, written in order): 1024
+# abstracts, or a few dozen long papers, so memory is bounded whatever the documents' lengths.
+DECODE_CHUNK = 1024
+
+
+def decode_chunks(windows: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) document ranges: a chunk takes the documents whose first window falls
+    in its run of DECODE_CHUNK windows (so it holds at most DECODE_CHUNK windows more than
+    its last document's). They depend on the documents alone, not on the processes."""
+    if not len(windows):
+        return []
+    chunk_of = (np.cumsum(windows) - windows) // DECODE_CHUNK
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(chunk_of)) + 1, [len(windows)]]).tolist()
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def decode_chunk(model: KeyphraseModel, documents: Sequence[DocumentFeatures], runtime: Runtime, batch_size: int,
@@ -56,18 +70,21 @@ def decode_documents(model: KeyphraseModel, documents: Sequence[DocumentFeatures
     """Ranked phrases of every document, in document order, yielded on rank 0 as they are
     decoded; memory holds one round of chunks, whatever the number of documents.
 
-    Documents are decoded in chunks of DECODE_CHUNK, whatever the number of processes, so
-    every document meets the same batch in one process as under torchrun and the output
-    is the same. Under torchrun, round r gives chunk r x world_size + k to rank k, and
-    rank 0 gathers the round's chunks and yields them in order; the other ranks yield
-    nothing but must run the generator to its end with rank 0."""
+    Documents are decoded in chunks of about DECODE_CHUNK windows (`decode_chunks`),
+    whatever the number of processes, so every document meets the same batch in one
+    process as under torchrun and the output is the same. Under torchrun, round r gives
+    chunk r x world_size + k to rank k, and rank 0 gathers the round's chunks and yields
+    them in order; the other ranks yield nothing but must run the generator to its end
+    with rank 0."""
     was_training = model.training
     model.eval()
-    num_chunks = math.ceil(len(documents) / DECODE_CHUNK)
+    windows = documents.lengths("windows") if isinstance(documents, FeatureStore) else \
+        np.asarray([doc.num_windows for doc in documents], dtype=np.int64)
+    chunks = decode_chunks(windows)
     progress = tqdm(total=len(documents), desc=description, unit="doc", leave=False, disable=not runtime.is_main)
-    for first_chunk in range(0, num_chunks, runtime.world_size):
+    for first_chunk in range(0, len(chunks), runtime.world_size):
         chunk = first_chunk + runtime.rank
-        start, end = chunk * DECODE_CHUNK, min((chunk + 1) * DECODE_CHUNK, len(documents))
+        start, end = chunks[chunk] if chunk < len(chunks) else (0, 0)
         mine = decode_chunk(model, [documents[index] for index in range(start, end)], runtime, batch_size, top_k,
                             pad_token_id, pooling) if start < end else []
         parts = [mine]

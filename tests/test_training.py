@@ -207,8 +207,9 @@ def test_torchrun_two_processes_gloo(setup, tmp_path):
 
 
 def test_torchrun_test_shards_the_split_and_merges_it_in_order(setup, evaluated_run, tmp_path, monkeypatch):
-    """Decoding chunks of 5 documents: rank 0 decodes the eval split's chunks 0 and 2, rank 1
-    chunk 1; the merged predictions and scores are those of one process, byte for byte."""
+    """Decoding chunks of 5 windows (5 documents of one window): rank 0 decodes the eval split's
+    chunks 0 and 2, rank 1 chunk 1; the merged predictions and scores are those of one
+    process, byte for byte."""
     from bertkpe import evaluation
 
     wrapper = tmp_path / "small_chunks_test.py"
@@ -225,7 +226,7 @@ def test_torchrun_test_shards_the_split_and_merges_it_in_order(setup, evaluated_
     """))
     flags = ["--preprocess_folder", str(setup["data"]), "--cached_features_dir", str(setup["cache"]),
              "--eval_checkpoint", str(evaluated_run / "best"), "--output_dir", str(tmp_path), "--no_cuda",
-             "--per_gpu_test_batch_size", "2", "--splits", "eval"]
+             "--per_gpu_test_batch_size", "2", "--splits", "eval", "--max_doc_tokens", "96"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(wrapper), *flags, "--run_name", "two"]
     result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)

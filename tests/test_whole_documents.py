@@ -177,6 +177,17 @@ def test_scores_by_document_length(tmp_path):
     assert scores["F1@5"] == pytest.approx((1 / 3 + 2 / 7) / 3)
 
 
+def test_decoding_chunks_hold_a_bounded_number_of_windows(monkeypatch):
+    from bertkpe import evaluation
+
+    monkeypatch.setattr(evaluation, "DECODE_CHUNK", 4)
+    windows = np.array([1, 1, 1, 1, 1, 3, 6, 1, 2])
+    # first windows at 0 1 2 3 | 4 5 | 8 | 14 15: each chunk starts its documents within 4 windows
+    assert evaluation.decode_chunks(windows) == [(0, 4), (4, 6), (6, 7), (7, 9)]
+    assert evaluation.decode_chunks(np.array([], dtype=np.int64)) == []
+    assert evaluation.decode_chunks(np.ones(10, dtype=np.int64)) == [(0, 4), (4, 8), (8, 10)]
+
+
 def test_scoring_a_split_needs_its_references_in_the_same_order(tmp_path):
     from bertkpe.evaluation import score_split
     from bertkpe.metrics import ScoringConfig
