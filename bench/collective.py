@@ -35,7 +35,8 @@ def main(argv=None) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     from bertkpe.data.batching import collate
-    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer
+    from bertkpe.data.features import FeatureOptions, build_features
+    from bertkpe.data.tokenizers import load_tokenizer
     from bertkpe.models import build_model
     from bertkpe.runtime import setup_runtime, teardown_runtime
 

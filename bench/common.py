@@ -161,7 +161,7 @@ def machine_line(info: dict[str, Any]) -> str:
 def untrained_checkpoint(workdir: str | Path, dataset_class: str, stemmer: str) -> Path:
     """A seeded, untrained bert2joint head over the default encoder, saved once under
     workdir: extraction speed does not depend on training."""
-    from bertkpe.data.features import load_tokenizer
+    from bertkpe.data.tokenizers import load_tokenizer
     from bertkpe.models import build_model
 
     directory = Path(workdir) / f"ckpt_bert2joint_{dataset_class}"

@@ -159,8 +159,9 @@ def records_memory_mb(path: Path, read_records) -> float:
 
 def vdom_comparison(args, repeats: int) -> dict:
     from bertkpe.data import matching
-    from bertkpe.data.features import FeatureOptions, load_tokenizer, read_records
+    from bertkpe.data.features import FeatureOptions, read_records
     from bertkpe.data.store import open_store
+    from bertkpe.data.tokenizers import load_tokenizer
 
     encoder = common.default_encoder()
     tokenizer = load_tokenizer(encoder)
@@ -234,8 +235,9 @@ def main(argv=None) -> dict:
     import torch
 
     from bertkpe.data import matching
-    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer
+    from bertkpe.data.features import FeatureOptions, build_features
     from bertkpe.data.store import CHUNK_DOCUMENTS, open_store
+    from bertkpe.data.tokenizers import load_tokenizer
 
     encoder = common.default_encoder()
     tokenizer = load_tokenizer(encoder)

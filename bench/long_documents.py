@@ -29,7 +29,8 @@ import torch
 
 from bertkpe.cli import run_command
 from bertkpe.data.batching import collate, length_grouped_batches
-from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer, read_records
+from bertkpe.data.features import FeatureOptions, build_features, read_records
+from bertkpe.data.tokenizers import load_tokenizer
 from bertkpe.dataset_classes import dataset_class
 from bertkpe.decoding import MAX_POOLING, PhrasePooling, decode_batch
 from bertkpe.metrics import read_keyphrase_file, score

@@ -29,8 +29,9 @@ import torch
 
 from bertkpe.config import resolve_encoder
 from bertkpe.data.batching import collate
-from bertkpe.data.features import build_features, load_tokenizer
+from bertkpe.data.features import build_features
 from bertkpe.data.sources import liaad_tokenize
+from bertkpe.data.tokenizers import load_tokenizer
 from bertkpe.decoding import decode_batch
 from bertkpe.extractor import KeyphraseExtractor
 from bertkpe.models import build_model

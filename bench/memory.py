@@ -66,7 +66,8 @@ def child(args) -> dict:
     import torch
 
     from bertkpe.data.batching import collate
-    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer
+    from bertkpe.data.features import FeatureOptions, build_features
+    from bertkpe.data.tokenizers import load_tokenizer
     from bertkpe.models import build_model
 
     torch.manual_seed(0)

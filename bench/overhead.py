@@ -44,7 +44,8 @@ COLLATE_BAR = 2.0  # % of the step
 def longest_openkp_documents(workdir, datasets, batch_size: int, max_token: int = 510):
     """Features of the `batch_size` OpenKPTrain documents with the most sub-tokens (then words),
     skipping exact duplicates of a document already taken."""
-    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer
+    from bertkpe.data.features import FeatureOptions, build_features
+    from bertkpe.data.tokenizers import load_tokenizer
 
     encoder = common.default_encoder()
     tokenizer = load_tokenizer(encoder)

@@ -49,8 +49,8 @@ def build_arrow(source: Path, folder: Path) -> None:
     import numpy as np
     import pyarrow as pa
 
-    from bertkpe.data.features import load_tokenizer, special_tokens_around
     from bertkpe.data.store import array_dtypes, build_chunk, line_chunks
+    from bertkpe.data.tokenizers import load_tokenizer, special_tokens_around
 
     tokenizer = load_tokenizer(common.default_encoder())
     prefix, suffix = special_tokens_around(tokenizer)
@@ -96,8 +96,8 @@ def child(args) -> dict:
     result: dict = {}
     started = time.perf_counter()
     if args.child == "build-numpy":
-        from bertkpe.data.features import load_tokenizer
         from bertkpe.data.store import build_store
+        from bertkpe.data.tokenizers import load_tokenizer
 
         folder.mkdir(parents=True)
         build_store(source, load_tokenizer(common.default_encoder()), options(), folder, workers=1)

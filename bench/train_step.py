@@ -37,7 +37,8 @@ def main(argv=None) -> dict:
     from transformers import AutoConfig, AutoModel
 
     from bertkpe.data.batching import collate, length_grouped_batches
-    from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer, read_records
+    from bertkpe.data.features import FeatureOptions, build_features, read_records
+    from bertkpe.data.tokenizers import load_tokenizer
     from bertkpe.models import model_type, with_attention_dropout
     from bertkpe.training import warmed_up_ema
 

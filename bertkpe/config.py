@@ -45,7 +45,7 @@ def check_max_token_flag(max_token: int, encoder: str) -> None:
     """`--max_token` against the encoder's position limit, refused before any work starts."""
     from transformers import AutoConfig
 
-    from bertkpe.data.features import check_max_token, load_tokenizer
+    from bertkpe.data.tokenizers import check_max_token, load_tokenizer
 
     try:
         check_max_token(max_token, load_tokenizer(encoder), AutoConfig.from_pretrained(encoder))

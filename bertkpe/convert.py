@@ -33,11 +33,10 @@ from typing import Any
 
 import torch
 
-from bertkpe.data.features import TAGS
-from bertkpe.data.matching import NO_STEMMER
 from bertkpe.config import MODEL_CLASS_NAMES
-from bertkpe.dataset_classes import DATASET_CLASSES
-from bertkpe.dataset_classes import dataset_class as dataset_class_named
+from bertkpe.data.matching import NO_STEMMER
+from bertkpe.data.phrases import TAGS
+from bertkpe.dataset_classes import DATASET_CLASSES, dataset_class as dataset_class_named
 
 logger = logging.getLogger("bertkpe")
 
@@ -264,7 +263,7 @@ def convert_checkpoint(original: str | Path, output_dir: str | Path, model_class
     """
     from transformers import AutoConfig
 
-    from bertkpe.data.features import load_tokenizer
+    from bertkpe.data.tokenizers import load_tokenizer
     from bertkpe.models import build_model, model_type
 
     checkpoint = load_original_checkpoint(original)

@@ -20,14 +20,14 @@ from tqdm.auto import tqdm
 from bertkpe import config
 from bertkpe.checkpoints import resolve_checkpoint
 from bertkpe.data.batching import iterate, length_grouped_batches
-from bertkpe.data.features import DocumentFeatures, FeatureOptions, load_tokenizer
+from bertkpe.data.features import DocumentFeatures, FeatureOptions
 from bertkpe.data.store import FeatureStore, open_store
-from bertkpe.decoding import PhrasePooling, RankedPhrases, rank_batch
+from bertkpe.data.tokenizers import load_tokenizer
 from bertkpe.dataset_classes import dataset_class
-from bertkpe.metrics import ScoringConfig, Scorer, format_scores, iter_doc_words, iter_keyphrase_file
+from bertkpe.decoding import PhrasePooling, RankedPhrases, rank_batch
+from bertkpe.metrics import Scorer, ScoringConfig, format_scores, iter_doc_words, iter_keyphrase_file
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
-from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
-                             teardown_runtime)
+from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging, setup_runtime, teardown_runtime
 
 logger = logging.getLogger("bertkpe")
 

@@ -30,15 +30,15 @@ from typing import Any, Iterable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
+from bertkpe.config import DEFAULT_MAX_DOC_TOKENS, document_options
 from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, InputError, OutputError, RecordFile, extract_corpus,
                             read_corpus)
-from bertkpe.config import DEFAULT_MAX_DOC_TOKENS, document_options
 from bertkpe.data.batching import collate, length_grouped_batches, window_counts
-from bertkpe.data.features import (DocumentFeatures, FeatureOptions, build_features, encoder_token_limit,
-                                   load_tokenizer, quiet_length_warning)
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features
 from bertkpe.data.matching import NO_STEMMER
-from bertkpe.dataset_classes import (DATASET_CLASSES, DEFAULT_SPLITTER, WORD_SPLITTERS, WordSplitter,
-                                     get_span_splitter, get_word_splitter)
+from bertkpe.data.tokenizers import encoder_token_limit, load_tokenizer, quiet_length_warning
+from bertkpe.dataset_classes import (DATASET_CLASSES, DEFAULT_SPLITTER, WORD_SPLITTERS, WordSplitter, get_span_splitter,
+                                     get_word_splitter)
 from bertkpe.decoding import PhrasePooling, rank_batch
 from bertkpe.html_page import HtmlPageWriter
 from bertkpe.models.base import KeyphraseModel, read_kpe_config

@@ -26,17 +26,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from bertkpe import config
-from bertkpe.checkpoints import (load_training_state, resolve_checkpoint, rng_state, save_checkpoint,
-                                 set_rng_state)
+from bertkpe.checkpoints import load_training_state, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bertkpe.data.batching import collate
-from bertkpe.data.features import FeatureOptions, load_tokenizer
+from bertkpe.data.features import FeatureOptions
 from bertkpe.data.sampling import Item, TrainingDocuments, WindowBatchSampler
+from bertkpe.data.tokenizers import load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
 from bertkpe.evaluation import evaluate_split, format_split_scores, split_store, write_json
 from bertkpe.models import KeyphraseModel, build_model, load_model, model_type
 from bertkpe.models.base import load_weights
-from bertkpe.runtime import (Runtime, seed_everything, set_precision, setup_logging, setup_runtime,
-                             teardown_runtime)
+from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging, setup_runtime, teardown_runtime
 
 logger = logging.getLogger("bertkpe")
 

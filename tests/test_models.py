@@ -407,7 +407,7 @@ def test_save_and_load_round_trip(model_class, tmp_path):
     assert type(loaded) is type(model) and not loaded.training and loaded.max_phrase_words == N
     with torch.no_grad():
         assert torch.equal(model(batch).mention_scores, loaded(batch).mention_scores)
-    from bertkpe.data.features import load_tokenizer
+    from bertkpe.data.tokenizers import load_tokenizer
     assert load_tokenizer(str(tmp_path))(["graph"], is_split_into_words=True)["input_ids"] == \
         tokenizer(["graph"], is_split_into_words=True)["input_ids"]
     bare = tmp_path / "bare"
@@ -423,19 +423,19 @@ def rank_loss_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
                            [1.0, 0.0, 0.5, 0.0],  # two positives
                            [3.0, 1.0, 0.0, 0.0],  # all positive: excluded
                            [0.0, 1.0, 2.0, 0.0]], requires_grad=True)  # no positive: excluded
-    labels = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]])
+    labels = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
     return scores, labels, mask
 
 
 def test_margin_rank_loss_by_hand():
     scores, labels, mask = rank_loss_case()
-    # doc 0: (0 + 0.8) / 2 = 0.4; doc 1: (0.5 + 1.5) / 2 = 1.0
-    loss = margin_rank_loss(scores, labels, mask)
-    assert loss.item() == pytest.approx(0.7)
+    # doc 0: (0 + 0.8) / 2 = 0.4; doc 1: (0.5 + 1.5) / 2 = 1.0; summed over the two documents
+    loss = margin_rank_loss(scores, labels, mask, max_positives=2)
+    assert loss.item() == pytest.approx(1.4)
     loss.backward()
     assert scores.grad[2:].abs().sum() == 0 and scores.grad[0, 3] == 0
-    assert scores.grad[0].tolist() == pytest.approx([-0.25, 0.0, 0.25, 0.0])
+    assert scores.grad[0].tolist() == pytest.approx([-0.5, 0.0, 0.5, 0.0])
 
 
 def test_softmax_rank_loss_by_hand():
@@ -447,8 +447,8 @@ def test_softmax_rank_loss_by_hand():
     negatives_0 = math.log(math.exp(0.5) + math.exp(1.8))
     document_0 = softplus(negatives_0 - 2.0)
     document_1 = (softplus(0.5 - 1.0) + softplus(0.5 - 0.0)) / 2
-    loss = softmax_rank_loss(scores, labels, mask)
-    assert loss.item() == pytest.approx((document_0 + document_1) / 2, rel=1e-6)
+    loss = softmax_rank_loss(scores, labels, mask, max_positives=2)
+    assert loss.item() == pytest.approx(document_0 + document_1, rel=1e-6)
     loss.backward()
     assert scores.grad[2:].abs().sum() == 0 and scores.grad[0, 3] == 0
     # every negative is pushed down in proportion to e^score: the one closest to the positive most
@@ -466,20 +466,21 @@ def test_rank_loss_with_no_pairs_is_zero_with_gradient(rank_loss):
         # padded slots hold -inf, as pool_phrases leaves them
         scores = torch.tensor([[0.5, 1.0, 2.0], [2.0, 0.0, -1.0]]).masked_fill(~mask.bool(), -math.inf)
         scores.requires_grad_(True)
-        loss = loss_of(scores, labels.long(), mask.bool())
+        loss = loss_of(scores, labels.bool(), mask.bool(), int((labels.bool() & mask.bool()).sum(1).max()))
         assert loss.item() == 0.0 and loss.requires_grad
         loss.backward()
         assert torch.equal(scores.grad, torch.zeros_like(scores))
     empty = torch.zeros(0, 0, requires_grad=True)
-    loss = loss_of(empty, torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.bool))
+    loss = loss_of(empty, torch.zeros(0, 0, dtype=torch.bool), torch.zeros(0, 0, dtype=torch.bool), 0)
     assert loss.item() == 0.0 and loss.requires_grad
 
 
 @pytest.mark.parametrize("rank_loss", sorted(RANK_LOSSES))
 def test_rank_loss_ignores_padded_minus_infinity(rank_loss):
     scores = torch.tensor([[1.0, 0.0, -math.inf], [2.0, -math.inf, -math.inf]], requires_grad=True)
-    labels, mask = torch.tensor([[1, 0, 0], [1, 0, 0]]), torch.tensor([[True, True, False], [True, False, False]])
-    loss = RANK_LOSSES[rank_loss](scores, labels, mask)
+    labels = torch.tensor([[True, False, False], [True, False, False]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    loss = RANK_LOSSES[rank_loss](scores, labels, mask, 1)
     expected = {"margin": 0.0, "softmax": math.log1p(math.exp(-1.0))}[rank_loss]
     assert loss.item() == pytest.approx(expected)
     loss.backward()

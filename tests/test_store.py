@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from bertkpe.data import store as store_module
-from bertkpe.data.features import FeatureOptions, load_tokenizer
+from bertkpe.data.features import FeatureOptions
 from bertkpe.data.sampling import TrainingDocuments, WindowBatchSampler
 from bertkpe.data.store import FeatureStore, array_dtypes, open_store
+from bertkpe.data.tokenizers import load_tokenizer
 from helpers import (ENCODER, SUBPROCESS_ENV, default_tokenizer, featurize, features_equal, kp20k_records,
                      make_record, write_jsonl)
 
@@ -150,7 +151,8 @@ SLOW_BUILD = """
 import logging, sys, time
 from pathlib import Path
 from bertkpe.data import store
-from bertkpe.data.features import FeatureOptions, load_tokenizer
+from bertkpe.data.features import FeatureOptions
+from bertkpe.data.tokenizers import load_tokenizer
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 build_chunk = store.build_chunk
 def slow_build_chunk(*args, **kwargs):

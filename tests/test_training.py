@@ -255,7 +255,8 @@ def test_torchrun_a_non_finite_loss_on_one_rank_stops_both(setup, tmp_path):
             if compute_loss and os.environ["RANK"] == "1":
                 calls.append(1)
                 if len(calls) == 2:
-                    output.loss = output.loss * float("nan")
+                    output.loss_terms = dict((name, term._replace(total=term.total * float("nan")))
+                                             for name, term in output.loss_terms.items())
             return output
         Bert2Tag.head = nan_head
         runpy.run_path({str(ROOT / "scripts" / "train.py")!r}, run_name="__main__")
@@ -678,7 +679,8 @@ def test_nan_loss_raises(setup, monkeypatch):
     def nan_head(self, words, batch, compute_loss):
         output = head(self, words, batch, compute_loss)
         if compute_loss:
-            output.loss = output.loss * float("nan")
+            output.loss_terms = {name: term._replace(total=term.total * float("nan"))
+                                 for name, term in output.loss_terms.items()}
         return output
 
     monkeypatch.setattr(Bert2Tag, "head", nan_head)

@@ -15,7 +15,8 @@ import torch
 from torch.nn import functional as F
 
 from bertkpe.data.batching import collate, length_grouped_batches
-from bertkpe.data.features import FeatureOptions, build_features, choose_windows, crop_windows, window_bounds
+from bertkpe.data.features import FeatureOptions, build_features, crop_windows
+from bertkpe.data.windows import choose_windows, window_bounds
 from bertkpe.decoding import MAX_POOLING, PhrasePooling, decode_batch
 from bertkpe.extractor import KeyphraseExtractor
 from helpers import MODEL_CLASSES, default_tokenizer, featurize, make_record, tiny_model

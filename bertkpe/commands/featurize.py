@@ -11,7 +11,8 @@ import logging
 import time
 
 from bertkpe import config
-from bertkpe.data.features import FeatureOptions, load_tokenizer
+from bertkpe.data.features import FeatureOptions
+from bertkpe.data.tokenizers import load_tokenizer
 from bertkpe.evaluation import split_store
 from bertkpe.runtime import setup_logging
 

@@ -1,7 +1,7 @@
 """Padding documents into batch tensors, and length-grouped batch order.
 
 Per batch the only Python loop is over documents (to copy their arrays into the
-padded buffers); labels at the mention and phrase level are scattered in tensor code.
+padded buffers and scatter their labels).
 """
 from __future__ import annotations
 
@@ -17,10 +17,17 @@ from bertkpe.data.features import DocumentFeatures
 IGNORE_INDEX = -100
 
 
+# What a head's loss terms are averaged over (`Batch.counts`, in this order): words (tag
+# labels, span starts), candidate mentions (chunk classification), documents with both a
+# keyphrase and another phrase (the rank losses), present keyphrase spans (span ends).
+COUNT_UNITS = ("words", "mentions", "ranked_documents", "gold_spans")
+
+
 @dataclass
 class Batch:
     """A padded batch. B documents in R encoder windows of T sub-tokens, W words, N n-gram
-    lengths, P phrases. A document of one window has row b of the windows."""
+    lengths, P phrases. A document of one window has row b of the windows. The labels and
+    their counts are made here, on the CPU, so a head reads them without asking the device."""
 
     input_ids: torch.Tensor  # (R, T)
     attention_mask: torch.Tensor  # (R, T)
@@ -31,32 +38,29 @@ class Batch:
     phrase_mask: torch.Tensor  # (B, P) bool
     gold_spans: torch.Tensor  # (B, G, 2) inclusive word spans of present keyphrases, -1 padding
     tag_labels: torch.Tensor  # (B, W) BIOEU ids, IGNORE_INDEX on padding
+    mention_labels: torch.Tensor  # (B, N, W) bool: the mention is exactly a present keyphrase span
+    phrase_labels: torch.Tensor  # (B, P) bool: the phrase has a mention that is a present keyphrase
+    counts: torch.Tensor  # (len(COUNT_UNITS),) int64 items of each unit in the batch
     indices: list[int]  # position of each document in the dataset
+    max_positives: int  # the most keyphrase phrases of one document
+
+    def count(self, unit: str) -> torch.Tensor:
+        return self.counts[COUNT_UNITS.index(unit)]
 
     @property
     def mention_mask(self) -> torch.Tensor:
         return self.phrase_grid >= 0
 
-    def mention_labels(self) -> torch.Tensor:
-        """(B, N, W) 1 where the mention is exactly a present keyphrase span."""
-        labels = torch.zeros_like(self.phrase_grid)
-        doc, gold = torch.nonzero(self.gold_spans[..., 0] >= 0, as_tuple=True)
-        spans = self.gold_spans[doc, gold]
-        labels[doc, spans[:, 1] - spans[:, 0], spans[:, 0]] = 1
-        return labels
-
-    def phrase_labels(self) -> torch.Tensor:
-        """(B, P) 1 for phrases with at least one mention that is a present keyphrase."""
-        labels = torch.zeros(self.phrase_mask.shape, dtype=torch.long, device=self.phrase_mask.device)
-        mention_labels = self.mention_labels().bool() & self.mention_mask
-        doc = torch.arange(labels.shape[0], device=labels.device)[:, None, None].expand_as(mention_labels)
-        labels[doc[mention_labels], self.phrase_grid[mention_labels]] = 1
-        return labels
-
     def to(self, device: torch.device | str) -> "Batch":
         moved = {name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
                  for name, value in self.__dict__.items()}
         return Batch(**moved)
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies, so that `to(cuda, non_blocking=True)` overlaps the copy with
+        compute (`DataLoader(pin_memory=True)` calls it)."""
+        return Batch(**{name: value.pin_memory() if isinstance(value, torch.Tensor) else value
+                        for name, value in self.__dict__.items()})
 
 
 def collate(documents: Sequence[DocumentFeatures], indices: Sequence[int] | None = None,
@@ -78,6 +82,10 @@ def collate(documents: Sequence[DocumentFeatures], indices: Sequence[int] | None
     phrase_mask = np.zeros((size, max_phrases), dtype=bool)
     gold_spans = np.full((size, max_gold, 2), -1, dtype=np.int64)
     tag_labels = np.full((size, max_words), IGNORE_INDEX, dtype=np.int64)
+    mention_labels = np.zeros((size, max_ngram, max_words), dtype=bool)
+    phrase_labels = np.zeros((size, max_phrases), dtype=bool)
+    counts = np.zeros(len(COUNT_UNITS), dtype=np.int64)
+    max_positives = 0
     window_row = 0
     for row, doc in enumerate(documents):
         words = doc.num_words
@@ -93,13 +101,23 @@ def collate(documents: Sequence[DocumentFeatures], indices: Sequence[int] | None
         phrase_mask[row, :doc.num_phrases] = True
         gold_spans[row, :len(doc.gold_spans)] = doc.gold_spans
         tag_labels[row, :words] = doc.tag_labels
+        starts, lengths = doc.gold_spans[:, 0], doc.gold_spans[:, 1] - doc.gold_spans[:, 0]
+        mention_labels[row, lengths, starts] = True
+        positive = doc.phrase_grid[lengths, starts]
+        positive = np.unique(positive[positive >= 0])
+        phrase_labels[row, positive] = True
+        counts += (words, (doc.phrase_grid >= 0).sum(), 0 < len(positive) < doc.num_phrases, len(doc.gold_spans))
+        max_positives = max(max_positives, len(positive))
+    mention_labels &= phrase_grid >= 0
     return Batch(
         input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
         word_windows=torch.from_numpy(word_windows), word_starts=torch.from_numpy(word_starts),
         word_mask=torch.from_numpy(word_mask),
         phrase_grid=torch.from_numpy(phrase_grid), phrase_mask=torch.from_numpy(phrase_mask),
         gold_spans=torch.from_numpy(gold_spans), tag_labels=torch.from_numpy(tag_labels),
-        indices=list(indices) if indices is not None else list(range(size)))
+        mention_labels=torch.from_numpy(mention_labels), phrase_labels=torch.from_numpy(phrase_labels),
+        counts=torch.from_numpy(counts), indices=list(indices) if indices is not None else list(range(size)),
+        max_positives=max_positives)
 
 
 def pack(order: Sequence[int], costs: Sequence[int] | None, budget: int) -> list[list[int]]:

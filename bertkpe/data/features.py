@@ -1,7 +1,7 @@
 """Model features: sub-token ids, word starts, n-gram mentions with phrase ids, labels.
 
 Everything Python-side that the models need is built here, once per document, and
-cached on disk; batching then only pads arrays.
+kept in a feature store (bertkpe/data/store.py); batching then only pads arrays.
 
 A document longer than one encoder window (`max_token` sub-tokens) is read up to
 `max_doc_tokens` sub-tokens as overlapping windows, each cut at word boundaries and
@@ -10,16 +10,10 @@ which it has the most context on both sides, so the heads see one word sequence 
 the whole document. With `max_doc_tokens == max_token` there is one window: exactly
 the original BERT-KPE truncation.
 
-Mentions (DESIGN.md) are kept in a *grid* of shape (N, W): row n-1 holds the n-grams
-of n words, column i the n-gram starting at word i. Reading the valid cells row by
-row gives the n-major mention layout. Each cell holds the mention's phrase id, or -1
-where the n-gram runs past the document or is not a candidate (it contains a word
-with no letter or digit, such as a punctuation token, or a word the tokenizer
-dropped).
+Mentions and phrase ids: bertkpe/data/phrases.py; windows: bertkpe/data/windows.py.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -28,9 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from bertkpe.data.matching import NO_STEMMER, normalize_words
-
-TAGS = ("O", "B", "I", "E", "U")
-TAG_ID = {tag: index for index, tag in enumerate(TAGS)}
+from bertkpe.data.phrases import has_alnum, number_phrases, phrase_ids_for, tag_labels_for
+from bertkpe.data.tokenizers import special_tokens_around
+from bertkpe.data.windows import choose_windows, window_bounds
 
 
 @dataclass(frozen=True)
@@ -83,183 +77,6 @@ class DocumentFeatures:
     def phrase_words(self, phrase_id: int) -> list[str]:
         start, length = self.phrase_first[phrase_id]
         return self.words[start:start + length]
-
-
-
-def has_alnum(word: str) -> bool:
-    return any(char.isalnum() for char in word)
-
-
-def load_tokenizer(name_or_path: str):
-    """A fast tokenizer that accepts pre-split words (byte-level BPE needs a prefix space)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    kwargs: dict[str, Any] = {}
-    try:
-        model_type = AutoConfig.from_pretrained(name_or_path).model_type
-    except (OSError, ValueError):
-        model_type = ""
-    if model_type in ("roberta", "longformer", "bart", "gpt2", "deberta"):
-        kwargs["add_prefix_space"] = True
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True, **kwargs)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{name_or_path}: bertkpe needs a fast (Rust) tokenizer to map words to sub-tokens")
-    quiet_length_warning(tokenizer)
-    return tokenizer
-
-
-def quiet_length_warning(tokenizer) -> None:
-    """Documents are tokenized whole and cut into encoder windows afterwards, so the
-    tokenizer's "longer than the maximum sequence length" warning does not apply."""
-    warned = getattr(tokenizer, "deprecation_warnings", None)
-    if isinstance(warned, dict):
-        warned["sequence-length-is-longer-than-the-specified-maximum"] = True
-
-
-def special_tokens_around(tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    """The special token ids the encoder expects before and after a single sequence."""
-    probe = tokenizer(["keyphrase"], is_split_into_words=True, add_special_tokens=True)
-    word_ids = probe.word_ids(0)
-    inside = [position for position, word in enumerate(word_ids) if word is not None]
-    ids = np.asarray(probe["input_ids"], dtype=np.int64)
-    return ids[:inside[0]], ids[inside[-1] + 1:]
-
-
-def encoder_token_limit(tokenizer, config: Any) -> int | None:
-    """The most sub-tokens (special tokens excluded) the encoder accepts, if known."""
-    prefix, suffix = special_tokens_around(tokenizer)
-    specials = len(prefix) + len(suffix)
-    limits = []
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < 1_000_000:
-        limits.append(model_max - specials)
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
-            positions -= int(getattr(config, "pad_token_id", 1) or 1) + 1  # positions start past padding
-        limits.append(positions - specials)
-    return min(limits) if limits else None
-
-
-def check_max_token(max_token: int, tokenizer, encoder_config: Any, flag: str = "--max_token") -> None:
-    """Refuse a sub-token budget the encoder cannot take, before any work is done: past its
-    position limit the encoder fails mid-run with an index error that names no flag."""
-    if max_token < 1:
-        raise ValueError(f"{flag} must be at least 1, got {max_token}")
-    limit = encoder_token_limit(tokenizer, encoder_config)
-    if limit is not None and max_token > limit:
-        raise ValueError(f"{flag} {max_token} is more than the encoder takes: at most {limit} sub-tokens "
-                         f"besides its special tokens ({getattr(encoder_config, 'max_position_embeddings', '?')} "
-                         f"positions)")
-
-
-def phrase_ids_for(normalized: Sequence[str], candidate: np.ndarray, max_phrase_words: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Give equal n-grams one id. Returns the (N, W) grid of ids and (P, 2) first mentions."""
-    num_words = len(normalized)
-    grid = np.full((max_phrase_words, num_words), -1, dtype=np.int64)
-    if num_words == 0:
-        return grid, np.zeros((0, 2), dtype=np.int64)
-    vocabulary: dict[str, int] = {}
-    word_ids = np.fromiter((vocabulary.setdefault(word, len(vocabulary) + 1) for word in normalized),
-                           dtype=np.int64, count=num_words)
-    # Column k of `windows` is the word id at offset k (ids start at 1; 0 past the end), so
-    # an n-gram's first n columns identify it exactly and never equal a longer n-gram's.
-    padded = np.concatenate([word_ids, np.zeros(max_phrase_words, dtype=np.int64)])
-    offsets = np.arange(num_words)[:, None] + np.arange(max_phrase_words)[None, :]
-    windows = padded[offsets]  # (W, N)
-    bad = np.concatenate([~candidate, np.ones(max_phrase_words, dtype=bool)])[offsets]
-    valid = ~(np.cumsum(bad, axis=1) > 0)  # (W, N): n-gram of length n+1 at i is a candidate
-    mask = valid.T  # (N, W)
-    if not mask.any():
-        return grid, np.zeros((0, 2), dtype=np.int64)
-    base = len(vocabulary) + 1
-    if max_phrase_words * np.log2(base) < 62:
-        # Mixed-radix code of the n-gram's word ids: one exact int64 per mention.
-        codes = np.cumsum(windows * base ** np.arange(max_phrase_words, dtype=np.int64), axis=1)  # (W, N)
-        _, first_index, inverse = np.unique(codes.T[mask], return_index=True, return_inverse=True)
-    else:
-        lengths = np.arange(max_phrase_words)
-        keys = np.where(lengths[None, None, :] <= lengths[:, None, None], windows[None], 0)  # (N, W, N)
-        _, first_index, inverse = np.unique(keys[mask], axis=0, return_index=True, return_inverse=True)
-    length_index, start_index = np.nonzero(mask)
-    grid[mask], phrase_first = number_phrases(first_index, inverse, length_index, start_index)
-    return grid, phrase_first
-
-
-def number_phrases(first_index: np.ndarray, inverse: np.ndarray, length_index: np.ndarray,
-                   start_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Phrase ids numbered by first appearance in n-major order, so ids are stable and
-    readable, and each phrase's first mention (start, length). The mentions are listed in
-    n-major order (`length_index`, `start_index`); `first_index` and `inverse` are what
-    `np.unique` returns over their keys."""
-    order = np.argsort(first_index, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    firsts = first_index[order]
-    return rank[inverse.reshape(-1)], np.stack([start_index[firsts], length_index[firsts] + 1], axis=1).astype(np.int64)
-
-
-def first_mentions(phrase_grid: np.ndarray) -> np.ndarray:
-    """(P, 2) (start, length) of each phrase's first mention in n-major order: phrase ids
-    are numbered by first appearance in that order, so the grid alone determines them."""
-    num_words = phrase_grid.shape[1]
-    flat = phrase_grid.reshape(-1)
-    cells = np.flatnonzero(flat >= 0)
-    _, first = np.unique(flat[cells], return_index=True)
-    cells = cells[first]
-    return np.stack([cells % max(num_words, 1), cells // max(num_words, 1) + 1], axis=1).astype(np.int64)
-
-
-def tag_labels_for(gold_spans: np.ndarray, num_words: int) -> np.ndarray:
-    """BIOEU tags; where present keyphrases overlap, the earlier, then longer, span wins."""
-    tags = np.full(num_words, TAG_ID["O"], dtype=np.int64)
-    taken = np.zeros(num_words, dtype=bool)
-    for start, end in sorted(gold_spans.tolist(), key=lambda span: (span[0], span[0] - span[1])):
-        if taken[start:end + 1].any():
-            continue
-        taken[start:end + 1] = True
-        if start == end:
-            tags[start] = TAG_ID["U"]
-        else:
-            tags[start] = TAG_ID["B"]
-            tags[start + 1:end] = TAG_ID["I"]
-            tags[end] = TAG_ID["E"]
-    return tags
-
-
-def window_bounds(word_starts: np.ndarray, num_tokens: int, size: int, overlap: int) -> np.ndarray:
-    """(K, 2) sub-token [start, end) of overlapping windows of at most `size` sub-tokens.
-
-    Windows start and end where a word starts, so no word is split between two, and
-    each starts at the first word boundary at least `overlap` sub-tokens before the end
-    of the previous one. Only a single word longer than a window is cut inside.
-    """
-    if num_tokens <= size:
-        return np.array([[0, num_tokens]], dtype=np.int64)
-    boundaries = np.union1d(word_starts[word_starts < num_tokens], [0])
-    bounds = []
-    start = 0
-    while True:
-        if start + size >= num_tokens:
-            bounds.append((start, num_tokens))
-            break
-        inside = boundaries[(boundaries > start) & (boundaries <= start + size)]
-        end = int(inside[-1]) if len(inside) else start + size
-        bounds.append((start, end))
-        following = boundaries[(boundaries >= max(end - overlap, start + 1)) & (boundaries <= end)]
-        start = int(following[0]) if len(following) else end
-    return np.array(bounds, dtype=np.int64)
-
-
-def choose_windows(bounds: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """For each word with sub-tokens [first, last], the window where it has the most context
-    on both sides (the least of the sub-tokens before it and after it in the window);
-    the earliest on a tie."""
-    starts, ends = bounds[:, :1], bounds[:, 1:]
-    holds = (starts <= first[None]) & (first[None] < np.maximum(ends, starts + 1))
-    context = np.minimum(first[None] - starts, ends - 1 - last[None])
-    return np.argmax(np.where(holds, context, np.iinfo(np.int64).min), axis=0).astype(np.int64)
 
 
 def crop_windows(doc: DocumentFeatures, first: int, count: int) -> DocumentFeatures:
@@ -375,15 +192,3 @@ def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a small preprocessed file, in memory (a corpus goes through a feature store)."""
     with open(path, "rb") as handle:
         return [parse_record(raw, path, number) for number, raw in enumerate(handle, start=1) if raw.strip()]
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """Hash of the tokenizer's full definition (vocabulary, normaliser, special tokens).
-    Its truncation and padding are left out: they are settings of a call, which a tokenizer
-    file may carry until the first call resets them, and features never use them."""
-    definition = json.loads(tokenizer.backend_tokenizer.to_str())
-    definition.pop("truncation", None)
-    definition.pop("padding", None)
-    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode("utf-8"))
-    digest.update(json.dumps([ids.tolist() for ids in special_tokens_around(tokenizer)]).encode("utf-8"))
-    return digest.hexdigest()

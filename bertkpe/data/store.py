@@ -46,8 +46,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from bertkpe.data.features import (DocumentFeatures, FeatureOptions, build_features, first_mentions, parse_record,
-                                   special_tokens_around, tokenizer_fingerprint)
+from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features, parse_record
+from bertkpe.data.phrases import first_mentions
+from bertkpe.data.tokenizers import special_tokens_around, tokenizer_fingerprint
 
 logger = logging.getLogger("bertkpe")
 
@@ -330,7 +331,7 @@ def _init_worker(tokenizer_name: str) -> None:
     global _worker_tokenizer
     import torch
 
-    from bertkpe.data.features import load_tokenizer
+    from bertkpe.data.tokenizers import load_tokenizer
 
     torch.set_num_threads(1)
     _worker_tokenizer = load_tokenizer(tokenizer_name)

@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -17,10 +17,39 @@ KPE_CONFIG_NAME = "kpe_config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+class LossTerm(NamedTuple):
+    """One part of a head's loss, summed over its items in the batch (`unit`, one of
+    bertkpe.data.batching.COUNT_UNITS, of which the batch holds `count`): averaged over a
+    count of them, weighted, and added to the other parts."""
+
+    total: torch.Tensor  # () summed loss
+    unit: str
+    count: torch.Tensor  # () int64, on the batch's device
+    weight: float = 1.0
+
+
+def loss_term(total: torch.Tensor, unit: str, batch: Batch, weight: float = 1.0) -> LossTerm:
+    return LossTerm(total, unit, batch.count(unit), weight)
+
+
 @dataclass
 class ModelOutput:
     mention_scores: torch.Tensor  # (B, N, W), -inf where there is no candidate mention
-    loss: torch.Tensor | None = None
+    loss_terms: dict[str, LossTerm] | None = None  # with compute_loss
+
+    def loss_over(self, counts: dict[str, torch.Tensor], scale: float = 1.0) -> torch.Tensor:
+        """Sum of weight x total x scale / count of each term: averaged over `counts` (an
+        optimizer step's, in training, so that every item of the step weighs the same).
+        Tensor arithmetic only: the host never waits for the device here."""
+        return sum(term.weight * (term.total * scale / counts[term.unit])
+                   for term in self.loss_terms.values())  # type: ignore[union-attr]
+
+    @property
+    def loss(self) -> torch.Tensor | None:
+        """The batch's own loss: each term averaged over its items in this batch."""
+        if self.loss_terms is None:
+            return None
+        return self.loss_over({term.unit: term.count.clamp(min=1) for term in self.loss_terms.values()})
 
 
 def hidden_dropout(config: Any) -> float:

@@ -1,20 +1,23 @@
 """Bert2Chunk: classify every n-gram as keyphrase or not."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn import functional as F
 
 from bertkpe.data.batching import Batch
-from bertkpe.models.base import KeyphraseModel, ModelOutput
+from bertkpe.models.base import KeyphraseModel, LossTerm, ModelOutput, loss_term
 from bertkpe.models.ngram import NGramCNN
 
 CNN_CHANNELS = 512
 
 
-def chunk_loss(logits, batch: Batch):
-    """Cross-entropy of the 2-way n-gram classifier over every candidate mention."""
-    mask = batch.mention_mask
-    return F.cross_entropy(logits[mask].float(), batch.mention_labels()[mask])
+def chunk_loss(logits: torch.Tensor, batch: Batch, weight: float = 1.0) -> LossTerm:
+    """Cross-entropy of the 2-way n-gram classifier, summed over the candidate mentions
+    (masked, not gathered: selecting them would make the host wait for their count)."""
+    per_mention = F.cross_entropy(logits.flatten(0, 2).float(), batch.mention_labels.flatten().long(),
+                                  reduction="none")
+    return loss_term((per_mention * batch.mention_mask.flatten()).sum(), "mentions", batch, weight)
 
 
 class Bert2Chunk(KeyphraseModel):
@@ -38,5 +41,5 @@ class Bert2Chunk(KeyphraseModel):
         (logits,) = self.ngram_cnn(words, self.chunk_classifier)  # (B, N, W, 2)
         mention_scores = logits.float().softmax(-1)[..., 1]
         mention_scores = mention_scores.masked_fill(~batch.mention_mask, float("-inf"))
-        loss = chunk_loss(logits, batch) if compute_loss else None
-        return ModelOutput(mention_scores, loss)
+        terms = {"chunk": chunk_loss(logits, batch)} if compute_loss else None
+        return ModelOutput(mention_scores, terms)

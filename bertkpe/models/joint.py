@@ -27,8 +27,8 @@ class Bert2Joint(Bert2Rank):
     def head(self, words, batch: Batch, compute_loss: bool) -> ModelOutput:
         scores, chunk_logits = self.ngram_cnn(words, self.rank_scorer, self.chunk_classifier)
         mention_scores = self.rank_scores(scores, batch)
-        loss = None
+        terms = None
         if compute_loss:
-            rank_loss = self.phrase_rank_loss(mention_scores, batch)
-            loss = rank_loss + self.chunk_loss_weight * chunk_loss(chunk_logits, batch)
-        return ModelOutput(mention_scores, loss)
+            terms = {"rank": self.phrase_rank_loss(mention_scores, batch),
+                     "chunk": chunk_loss(chunk_logits, batch, self.chunk_loss_weight)}
+        return ModelOutput(mention_scores, terms)

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from bertkpe.data.batching import Batch
-from bertkpe.models.base import KeyphraseModel, ModelOutput
+from bertkpe.models.base import KeyphraseModel, ModelOutput, loss_term
 
 STARTS_PER_BLOCK = 256
 
@@ -44,9 +44,9 @@ class Bert2Span(KeyphraseModel):
         key_mask = F.pad(word_mask, (0, ngram))
         blocks = []
         for first in range(0, num_words, STARTS_PER_BLOCK):
-            starts = torch.arange(first, min(first + STARTS_PER_BLOCK, num_words), device=words.device)
-            last_key = min(num_words, int(starts[-1]) + reach)
-            span = torch.arange(first, max(last_key, int(starts[-1]) + ngram), device=words.device)
+            last_start = min(first + STARTS_PER_BLOCK, num_words) - 1
+            starts = torch.arange(first, last_start + 1, device=words.device)
+            span = torch.arange(first, max(min(num_words, last_start + reach), last_start + ngram), device=words.device)
             scores = queries[:, starts] @ keys[:, span].transpose(1, 2) / math.sqrt(self.hidden_size)
             scores = scores.float()  # (B, starts, keys)
             ahead = span[None, :] - starts[:, None]  # j - i
@@ -67,14 +67,17 @@ class Bert2Span(KeyphraseModel):
         mention_log_probs = start_log_probs[..., 1:2] + end_log_probs
         mention_scores = mention_log_probs.exp().transpose(1, 2)  # (B, N, W)
         mention_scores = mention_scores.masked_fill(~batch.mention_mask, float("-inf"))
-        loss = None
+        terms = None
         if compute_loss:
-            start_labels = torch.zeros_like(batch.word_starts)
-            doc, gold = torch.nonzero(batch.gold_spans[..., 0] >= 0, as_tuple=True)
-            spans = batch.gold_spans[doc, gold]
-            start_labels[doc, spans[:, 0]] = 1
-            start_loss = F.nll_loss(start_log_probs[batch.word_mask], start_labels[batch.word_mask])
-            end_loss = -end_log_probs[doc, spans[:, 0], spans[:, 1] - spans[:, 0]].mean() if len(doc) \
-                else start_loss * 0
-            loss = start_loss + end_loss
-        return ModelOutput(mention_scores, loss)
+            # gold spans padded with (-1, -1) point at word 0 with a weight of 0: no gathering of
+            # the real ones, which would make the host wait for their number
+            gold = batch.gold_spans[..., 0] >= 0  # (B, G)
+            starts = batch.gold_spans[..., 0].clamp(min=0)
+            lengths = (batch.gold_spans[..., 1] - batch.gold_spans[..., 0]).clamp(min=0)
+            start_labels = torch.zeros_like(batch.word_starts).scatter_reduce(1, starts, gold.long(), reduce="amax")
+            per_word = F.nll_loss(start_log_probs.flatten(0, 1), start_labels.flatten(), reduction="none")
+            ends = torch.gather(end_log_probs, 1, starts[..., None].expand(-1, -1, end_log_probs.shape[2]))
+            per_span = -torch.gather(ends, 2, lengths[..., None]).squeeze(2)  # (B, G)
+            terms = {"start": loss_term((per_word * batch.word_mask.flatten()).sum(), "words", batch),
+                     "end": loss_term((per_span * gold).sum(), "gold_spans", batch)}
+        return ModelOutput(mention_scores, terms)

@@ -6,8 +6,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from bertkpe.data.batching import IGNORE_INDEX, Batch
-from bertkpe.data.features import TAG_ID, TAGS
-from bertkpe.models.base import KeyphraseModel, ModelOutput
+from bertkpe.data.phrases import TAG_ID, TAGS
+from bertkpe.models.base import KeyphraseModel, ModelOutput, loss_term
 
 
 class Bert2Tag(KeyphraseModel):
@@ -40,7 +40,9 @@ class Bert2Tag(KeyphraseModel):
         logits = self.classifier(words).float()
         mention_scores = self.mention_scores_from_tags(logits.softmax(-1))
         mention_scores = mention_scores.masked_fill(~batch.mention_mask, float("-inf"))
-        loss = None
+        terms = None
         if compute_loss:
-            loss = F.cross_entropy(logits.flatten(0, 1), batch.tag_labels.flatten(), ignore_index=IGNORE_INDEX)
-        return ModelOutput(mention_scores, loss)
+            total = F.cross_entropy(logits.flatten(0, 1), batch.tag_labels.flatten(), ignore_index=IGNORE_INDEX,
+                                    reduction="sum")
+            terms = {"tags": loss_term(total, "words", batch)}
+        return ModelOutput(mention_scores, terms)
