@@ -48,7 +48,7 @@ def apply_threads(args) -> None:
 
 
 def default_encoder() -> str:
-    from bertkpe.config import resolve_encoder
+    from bertkpe.options import resolve_encoder
 
     return resolve_encoder("default")
 

@@ -86,7 +86,7 @@ def encoder_windows(extractor, texts: list[str]) -> int:
 
 
 def f1_scores(extractor, folder: Path, split: str, batch_size: int) -> dict:
-    from bertkpe.config import data_stemmer
+    from bertkpe.data.preprocessed import PreprocessedData
     from bertkpe.dataset_classes import dataset_class
     from bertkpe.metrics import read_keyphrase_file, score
 
@@ -96,7 +96,8 @@ def f1_scores(extractor, folder: Path, split: str, batch_size: int) -> dict:
     predictions = {record["url"]: [phrase.split(" ") for phrase, _ in keyphrases]
                    for record, keyphrases in zip(records, ranked)}
     references = read_keyphrase_file(folder / "kp20k" / f"kp20k.{split}_candidate.json")
-    return score(predictions, references, dataset_class("kp20k").scoring(data_stemmer(source)))
+    stemmer = PreprocessedData(folder, "kp20k", "kp20k").stemmer(split)
+    return score(predictions, references, dataset_class("kp20k").scoring(stemmer))
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import common
 import numpy as np
 import torch
 
-from bertkpe.config import resolve_encoder
+from bertkpe.options import resolve_encoder
 from bertkpe.data.batching import collate
 from bertkpe.data.features import build_features
 from bertkpe.data.sources import liaad_tokenize

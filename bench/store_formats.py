@@ -36,7 +36,7 @@ def peak_mb() -> float:
 
 
 def options():
-    from bertkpe.config import DEFAULT_MAX_DOC_TOKENS
+    from bertkpe.options import DEFAULT_MAX_DOC_TOKENS
     from bertkpe.data.features import FeatureOptions
 
     return FeatureOptions(tokenizer=common.default_encoder(), max_token=510, max_doc_tokens=DEFAULT_MAX_DOC_TOKENS,

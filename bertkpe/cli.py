@@ -1,8 +1,8 @@
 """`bertkpe` command line: one sub-command per pipeline stage.
 
-Each stage module defines `add_arguments(parser)` and `run(args)`; this file only
-wires them together, so `bertkpe train ...` and `python scripts/train.py ...` share
-one flag surface.
+Each module of bertkpe/commands defines `add_arguments(parser)` and `run(args, given)`
+(`given`: the options written on the command line); this file only wires them together,
+so `bertkpe train ...` and `python scripts/train.py ...` share one flag surface.
 """
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ import importlib
 import sys
 from typing import Sequence
 
-from bertkpe.config import given_options
+from bertkpe.options import given_options
 
 COMMANDS = {
-    "preprocess": ("bertkpe.preprocessing", "read a corpus, locate present keyphrases, write JSON lines"),
+    "preprocess": ("bertkpe.commands.preprocess", "read a corpus, locate present keyphrases, write JSON lines"),
     "featurize": ("bertkpe.commands.featurize", "build the feature stores of preprocessed splits ahead of a run"),
-    "train": ("bertkpe.training", "train a keyphrase head on preprocessed data"),
-    "test": ("bertkpe.evaluation", "decode and score a checkpoint on dev/eval"),
-    "score": ("bertkpe.metrics", "score a predictions file against a reference file"),
-    "extract": ("bertkpe.extractor", "extract keyphrases from raw text with a checkpoint"),
-    "convert-checkpoint": ("bertkpe.convert", "turn an original BERT-KPE checkpoint into a checkpoint directory"),
+    "train": ("bertkpe.commands.train", "train a keyphrase head on preprocessed data"),
+    "test": ("bertkpe.commands.test", "decode and score a checkpoint on dev/eval"),
+    "score": ("bertkpe.commands.score", "score a predictions file against a reference file"),
+    "extract": ("bertkpe.commands.extract", "extract keyphrases from raw text with a checkpoint"),
+    "convert-checkpoint": ("bertkpe.commands.convert",
+                           "turn an original BERT-KPE checkpoint into a checkpoint directory"),
 }
 
 
@@ -37,9 +38,7 @@ def run_command(command: str, argv: Sequence[str]) -> int:
     module = importlib.import_module(COMMANDS[command][0])
     parser = build_parser(command)
     args = parser.parse_args(list(argv))
-    args.given_options = sorted(given_options(parser, list(argv)))
-    result = module.run(args)
-    return int(result or 0)
+    return int(module.run(args, given_options(parser, list(argv))) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,10 +33,9 @@ from typing import Any
 
 import torch
 
-from bertkpe.config import MODEL_CLASS_NAMES
 from bertkpe.data.matching import NO_STEMMER
 from bertkpe.data.phrases import TAGS
-from bertkpe.dataset_classes import DATASET_CLASSES, dataset_class as dataset_class_named
+from bertkpe.dataset_classes import dataset_class as dataset_class_named
 
 logger = logging.getLogger("bertkpe")
 
@@ -303,33 +302,3 @@ def convert_checkpoint(original: str | Path, output_dir: str | Path, model_class
         extra["epoch"] = checkpoint["epoch"]
     model.save_pretrained(output_dir, tokenizer, extra={k: v for k, v in extra.items() if v is not None})
     return report
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("original", metavar="ORIGINAL_FILE", help="checkpoint file saved by the original BERT-KPE")
-    parser.add_argument("output_dir", metavar="OUT_DIR", help="checkpoint directory to write")
-    parser.add_argument("--model_class", default=None,
-                        choices=MODEL_CLASS_NAMES,
-                        help="head of the checkpoint (default: from its args)")
-    parser.add_argument("--pretrain_model_type", required=True,
-                        help="encoder it was trained from: hub id or folder (config and tokenizer are taken from it)")
-    parser.add_argument("--dataset_class", default=None, choices=sorted(DATASET_CLASSES),
-                        help="dataset it was trained on (default: from its args)")
-    parser.add_argument("--stemmer", default=None,
-                        help="phrase stemmer (default: the dataset class's: none for openkp, porter for kp20k, "
-                             "the --language's for multidata)")
-    parser.add_argument("--language", default=None, help="multidata: the corpus language (e.g. fr, pt-PT)")
-
-
-def run(args: argparse.Namespace) -> int:
-    import sys
-
-    try:
-        report = convert_checkpoint(args.original, args.output_dir, args.model_class, args.pretrain_model_type,
-                                    args.dataset_class, args.stemmer, args.language)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(report.summary(), file=sys.stderr)
-    print(f"wrote {args.output_dir}", file=sys.stderr)
-    return 0

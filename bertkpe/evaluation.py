@@ -1,7 +1,6 @@
-"""Decoding a split with a model and scoring it; the `bertkpe test` command."""
+"""Decoding a split with a model and scoring it, streaming; a checkpoint's test run."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -9,6 +8,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -17,17 +17,18 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from bertkpe import config
 from bertkpe.checkpoints import resolve_checkpoint
 from bertkpe.data.batching import iterate, length_grouped_batches
 from bertkpe.data.features import DocumentFeatures, FeatureOptions
+from bertkpe.data.preprocessed import PreprocessedData
 from bertkpe.data.store import FeatureStore, open_store
-from bertkpe.data.tokenizers import load_tokenizer
+from bertkpe.data.tokenizers import check_max_token_of, load_tokenizer
 from bertkpe.dataset_classes import dataset_class
 from bertkpe.decoding import PhrasePooling, RankedPhrases, rank_batch
 from bertkpe.metrics import Scorer, ScoringConfig, format_scores, iter_doc_words, iter_keyphrase_file
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
-from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging, setup_runtime, teardown_runtime
+from bertkpe.options import TestOptions
+from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging
 
 logger = logging.getLogger("bertkpe")
 
@@ -99,10 +100,19 @@ def decode_documents(model: KeyphraseModel, documents: Sequence[DocumentFeatures
     model.train(was_training)
 
 
-def scoring_of(args: argparse.Namespace, split: str) -> ScoringConfig:
+@dataclass(frozen=True)
+class Decoding:
+    """How a split is decoded: encoder windows per batch, phrases kept per document (None:
+    the largest k its scoring reports) and how mention scores become phrase scores."""
+
+    batch_size: int
+    top_k: int | None = None
+    pooling: PhrasePooling = PhrasePooling()
+
+
+def scoring_of(data: PreprocessedData, split: str, present_only: bool = False) -> ScoringConfig:
     """The split's scoring configuration: its dataset class's, with the stemmer its data was matched with."""
-    kind = dataset_class(args.dataset_class)
-    return kind.scoring(config.data_stemmer(config.split_file(args, split)), present_only=args.present_only)
+    return dataset_class(data.dataset_class).scoring(data.stemmer(split), present_only=present_only)
 
 
 # Document lengths in sub-tokens (the whole document, read or not), for scores by length.
@@ -185,24 +195,24 @@ def write_json(path: Path, value: Any) -> None:
     os.replace(out.name, path)
 
 
-def evaluate_split(model: KeyphraseModel, documents: FeatureStore, args: argparse.Namespace, split: str,
-                   runtime: Runtime, pad_token_id: int, predictions_path: Path) -> dict[str, Any] | None:
+def evaluate_split(model: KeyphraseModel, documents: FeatureStore, data: PreprocessedData, split: str,
+                   runtime: Runtime, decoding: Decoding, pad_token_id: int, predictions_path: Path,
+                   present_only: bool = False) -> dict[str, Any] | None:
     """Decode one split into `predictions_path` (written by rank 0) and, where the split has
     references, score it there; the scores on rank 0, None elsewhere or without references."""
-    scoring = scoring_of(args, split)
-    top_k = args.return_num or max(k for k in scoring.ks if isinstance(k, int))
-    pooling = PhrasePooling(getattr(args, "phrase_pooling", "max"))  # runs saved before it existed: max
-    predictions = decode_documents(model, documents, runtime, args.per_gpu_test_batch_size, top_k,
-                                   pad_token_id, description=split, pooling=pooling)
+    scoring = scoring_of(data, split, present_only)
+    top_k = decoding.top_k or max(k for k in scoring.ks if isinstance(k, int))
+    predictions = decode_documents(model, documents, runtime, decoding.batch_size, top_k, pad_token_id,
+                                   description=split, pooling=decoding.pooling)
     if not runtime.is_main:
         for _ in predictions:  # the other ranks decode their chunks and send them to rank 0
             pass
         return None
     write_predictions(predictions_path, predictions)
-    reference = config.reference_file(args, split)
+    reference = data.reference_file(split)
     if not reference.is_file():
         return None
-    source = config.split_file(args, split) if args.present_only else None
+    source = data.split_file(split) if present_only else None
     scores = score_split(predictions_path, reference, scoring, source, documents.column("doc_tokens"))
     words_cut = documents.column("words_cut")
     scores["unread"] = {"documents_cut": int((words_cut > 0).sum()), "words": int(words_cut.sum()),
@@ -210,46 +220,41 @@ def evaluate_split(model: KeyphraseModel, documents: FeatureStore, args: argpars
     return scores
 
 
-def split_store(args: argparse.Namespace, split: str, tokenizer, options: FeatureOptions) -> FeatureStore:
+def split_store(data: PreprocessedData, split: str, tokenizer, features: FeatureOptions, cache_dir: str | None,
+                workers: int | None = None) -> FeatureStore:
     """The feature store of a preprocessed split, built first where none matches it."""
-    path = config.split_file(args, split)
-    if not path.is_file():
-        raise SystemExit(f"error: {path} not found: run `bertkpe preprocess --dataset_class "
-                         f"{args.dataset_class} --output_path {args.preprocess_folder}` first")
-    store = open_store(path, tokenizer, options, cache_dir=args.cached_features_dir, workers=args.feature_workers)
+    path = data.require(split)
+    store = open_store(path, tokenizer, features, cache_dir=cache_dir, workers=workers)
     logger.info("%s: %s", path.name, store.describe_cuts())
     return store
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_test_arguments(parser)
-
-
-def apply_checkpoint_options(args: argparse.Namespace, kpe: dict[str, Any]) -> None:
+def apply_checkpoint_options(options: TestOptions, kpe: dict[str, Any]) -> None:
     """Take what the test flags leave open from the checkpoint, and refuse flags that
     contradict it (the original `test.sh` passes the training flags again)."""
-    contradictions = [f"--{flag} {getattr(args, flag)} (the checkpoint has {kpe[flag]})"
+    contradictions = [f"--{flag} {getattr(options, flag)} (the checkpoint has {kpe[flag]})"
                       for flag in ("model_class", "pretrain_model_type", "max_phrase_words")
-                      if getattr(args, flag) is not None and kpe.get(flag) is not None
-                      and str(getattr(args, flag)) != str(kpe[flag])]
+                      if getattr(options, flag) is not None and kpe.get(flag) is not None
+                      and str(getattr(options, flag)) != str(kpe[flag])]
     if contradictions:
-        raise SystemExit(f"error: {args.eval_checkpoint}: " + "; ".join(contradictions))
-    if args.dataset_class is None:
+        raise SystemExit(f"error: {options.eval_checkpoint}: " + "; ".join(contradictions))
+    if options.dataset_class is None:
         if not kpe.get("dataset_class"):
-            raise SystemExit(f"error: {args.eval_checkpoint} does not record its dataset class: pass --dataset_class")
-        args.dataset_class = kpe["dataset_class"]
-        args.dataset_name = args.dataset_name or kpe.get("dataset_name")
-    if args.max_token is None:
-        args.max_token = int(kpe.get("max_token") or 510)
+            raise SystemExit(f"error: {options.eval_checkpoint} does not record its dataset class: "
+                             f"pass --dataset_class")
+        options.dataset_class = kpe["dataset_class"]
+        options.dataset_name = options.dataset_name or kpe.get("dataset_name")
+    if options.max_token is None:
+        options.max_token = int(kpe.get("max_token") or 510)
 
 
-def test_run_dir(args: argparse.Namespace, checkpoint: Path, runtime: Runtime) -> Path:
+def test_run_dir(options: TestOptions, checkpoint: Path, runtime: Runtime) -> Path:
     """A fresh folder per test: the default name tells the data, the run, the checkpoint and
     the time, and is never one that holds a test already; a taken --run_name is refused."""
-    output = Path(args.output_dir)
-    name = args.run_name
+    output = Path(options.output_dir)
+    name = options.run_name
     if name is None:
-        stem = (f"test_{config.dataset_name(args)}_{checkpoint.resolve().parent.name}-{checkpoint.name}_"
+        stem = (f"test_{options.data.name}_{checkpoint.resolve().parent.name}-{checkpoint.name}_"
                 f"{time.strftime('%Y%m%d-%H%M%S')}")
         name = next(candidate for candidate in (stem, *(f"{stem}-{n}" for n in range(2, 10_000)))
                     if not (output / candidate).exists())
@@ -259,38 +264,41 @@ def test_run_dir(args: argparse.Namespace, checkpoint: Path, runtime: Runtime) -
     return output / name
 
 
-def run(args: argparse.Namespace) -> int:
-    runtime = setup_runtime(args.no_cuda)
+def test_checkpoint(options: TestOptions, runtime: Runtime) -> dict[str, Any]:
+    """Decode and score the splits with a checkpoint, with its own options where the flags
+    leave them open; writes metrics.json and predictions into a new test folder."""
+    checkpoint = resolve_checkpoint(options.eval_checkpoint)
+    kpe = read_kpe_config(checkpoint)
+    apply_checkpoint_options(options, kpe)
+    run_dir = test_run_dir(options, checkpoint, runtime)
+    setup_logging(run_dir / "test.log", runtime.is_main)
+    set_precision(runtime, options.fp16, options.bf16)
+    seed_everything(options.seed)
+    tokenizer = load_tokenizer(str(checkpoint))
     try:
-        checkpoint = resolve_checkpoint(args.eval_checkpoint)
-        kpe = read_kpe_config(checkpoint)
-        apply_checkpoint_options(args, kpe)
-        run_dir = test_run_dir(args, checkpoint, runtime)
-        setup_logging(run_dir / "test.log", runtime.is_main)
-        set_precision(runtime, args.fp16, args.bf16)
-        seed_everything(args.seed)
-        tokenizer = load_tokenizer(str(checkpoint))
-        config.check_max_token_flag(args.max_token, str(checkpoint))
-        config.resolve_document_flags(args)
-        options = FeatureOptions(tokenizer=str(checkpoint), max_token=args.max_token,
-                                 max_phrase_words=int(kpe["max_phrase_words"]), max_doc_tokens=args.max_doc_tokens,
-                                 window_overlap=args.window_overlap)
-        model = load_model(checkpoint, runtime.device)
-        metrics: dict[str, Any] = {}
-        for split in args.splits:
-            documents = split_store(args, split, tokenizer, options)
-            scores = evaluate_split(model, documents, args, split, runtime, tokenizer.pad_token_id or 0,
-                                    run_dir / f"predictions.{split}.jsonl")
-            if not runtime.is_main:
-                continue
-            if scores is not None:
-                metrics[split] = scores
-                logger.info("%s (%d documents):\n%s", split, len(documents), format_split_scores(scores))
-            else:
-                logger.info("%s: no reference file, wrote predictions only", split)
-        if runtime.is_main:
-            write_json(run_dir / "metrics.json", metrics)
-            logger.info("wrote %s", run_dir)
-        return 0
-    finally:
-        teardown_runtime(runtime)
+        check_max_token_of(options.max_token, str(checkpoint))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    options.resolve_documents(options.max_token)
+    features = FeatureOptions(tokenizer=str(checkpoint), max_token=options.max_token,
+                              max_phrase_words=int(kpe["max_phrase_words"]), max_doc_tokens=options.max_doc_tokens,
+                              window_overlap=options.window_overlap)
+    model = load_model(checkpoint, runtime.device)
+    decoding = Decoding(options.per_gpu_test_batch_size, options.return_num, PhrasePooling(options.phrase_pooling))
+    metrics: dict[str, Any] = {}
+    for split in options.splits:
+        documents = split_store(options.data, split, tokenizer, features, options.cached_features_dir,
+                                options.feature_workers)
+        scores = evaluate_split(model, documents, options.data, split, runtime, decoding, tokenizer.pad_token_id or 0,
+                                run_dir / f"predictions.{split}.jsonl", options.present_only)
+        if not runtime.is_main:
+            continue
+        if scores is not None:
+            metrics[split] = scores
+            logger.info("%s (%d documents):\n%s", split, len(documents), format_split_scores(scores))
+        else:
+            logger.info("%s: no reference file, wrote predictions only", split)
+    if runtime.is_main:
+        write_json(run_dir / "metrics.json", metrics)
+        logger.info("wrote %s", run_dir)
+    return metrics

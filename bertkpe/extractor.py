@@ -21,28 +21,22 @@ occurrences of one phrase. Offsets count Unicode code points (Python `str` indic
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 import torch
 
-from bertkpe.config import DEFAULT_MAX_DOC_TOKENS, document_options
-from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, InputError, OutputError, RecordFile, extract_corpus,
-                            read_corpus)
-from bertkpe.data.batching import collate, length_grouped_batches, window_counts
+from bertkpe.data.batching import collate, length_grouped_batches
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features
 from bertkpe.data.matching import NO_STEMMER
 from bertkpe.data.tokenizers import encoder_token_limit, load_tokenizer, quiet_length_warning
-from bertkpe.dataset_classes import (DATASET_CLASSES, DEFAULT_SPLITTER, WORD_SPLITTERS, WordSplitter, get_span_splitter,
-                                     get_word_splitter)
+from bertkpe.dataset_classes import DATASET_CLASSES, DEFAULT_SPLITTER, WordSplitter, get_span_splitter, get_word_splitter
 from bertkpe.decoding import PhrasePooling, rank_batch
-from bertkpe.html_page import HtmlPageWriter
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
-from bertkpe.runtime import Runtime, setup_runtime, teardown_runtime
+from bertkpe.options import DEFAULT_MAX_DOC_TOKENS, document_options
 
 Keyphrases = list  # list[tuple[str, float]], or list[tuple[str, float, list[list[int]]]] with offsets
 WordOffsets = Sequence[tuple[int, int]]  # (start, end) of each word of a document in its text
@@ -97,7 +91,8 @@ class KeyphraseExtractor:
         self.options = FeatureOptions(tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", ""),
                                       max_token=self.max_token, max_phrase_words=model.max_phrase_words,
                                       stemmer=self.stemmer,
-                                      **document_options(self.max_token, max_doc_tokens, window_overlap))
+                                      **dict(zip(("max_doc_tokens", "window_overlap"),
+                                                 document_options(self.max_token, max_doc_tokens, window_overlap))))
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @classmethod
@@ -217,7 +212,7 @@ class KeyphraseExtractor:
             bar.update(len(features) - len(live))
         lengths = [len(features[index].input_ids) for index in live]
         batches = length_grouped_batches(lengths, batch_size, shuffle=False,
-                                         windows=window_counts([features[index] for index in live]))
+                                         windows=[features[index].num_windows for index in live])
         with torch.inference_mode():
             for batch_positions in batches:
                 indices = [live[position] for position in batch_positions]
@@ -242,156 +237,9 @@ class KeyphraseExtractor:
 # ----------------------------------------------------------------------------- command line
 
 # The options that shape the output records: `--resume` requires the ones the output was written with.
-RECORD_OPTIONS = ["input", "format", "lines", "checkpoint", "word_splitter", "top_k", "batch_size", "chunk_size",
-                  "offsets", "max_doc_tokens", "phrase_pooling", "int8"]
 
 
 def keyphrase_record(doc_id: Any, keyphrases: Keyphrases) -> dict:
     """One output line, `{"id", "keyphrases": [[phrase, score], ...]}`: whatever else
     `extract` returns for a keyphrase follows its score."""
     return {"id": doc_id, "keyphrases": [list(keyphrase) for keyphrase in keyphrases]}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="DIR",
-                        help="checkpoint directory (config.json, model.safetensors, kpe_config.json, tokenizer)")
-    parser.add_argument("--input", action="append", default=None, metavar="FILE",
-                        help="input file, a directory of .txt (.jsonl) files, or - for stdin; may be repeated "
-                             "(default: stdin)")
-    parser.add_argument("--format", choices=["text", "jsonl"], default="text",
-                        help="text: plain text; jsonl: JSON lines with a 'text' field and an optional 'id'")
-    parser.add_argument("--lines", action="store_true",
-                        help="text format: one document per line (default: one document per file)")
-    parser.add_argument("--top_k", type=int, default=5, help="keyphrases per document")
-    parser.add_argument("--batch_size", type=int, default=16,
-                        help="encoder windows per forward pass (documents, for documents of one window)")
-    parser.add_argument("--max_doc_tokens", type=int, default=DEFAULT_MAX_DOC_TOKENS,
-                        help="sub-tokens read per document, as overlapping encoder windows; the checkpoint's "
-                             "max_token reads its first window only, as the original toolkit did")
-    parser.add_argument("--phrase_pooling", choices=("document", "max"), default="document",
-                        help="phrase score: the best mention's plus document-level evidence (how early it first "
-                             "occurs) in documents longer than a window, or the best mention's alone")
-    parser.add_argument("--chunk_size", type=int, default=256,
-                        help="documents read, extracted (batched by length) and written together; bounds "
-                             "memory and what a killed run loses")
-    parser.add_argument("--output", default=None, metavar="FILE", help="write JSON lines here (default: stdout)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an --output a stopped run left, after its last complete record")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--offsets", action="store_true",
-                        help="give each keyphrase a third field: [start, end] of each occurrence in the text "
-                             "(Python string indices)")
-    parser.add_argument("--html", default=None, metavar="PAGE",
-                        help="also write an HTML page of the documents with their keyphrases highlighted "
-                             "(implies --offsets)")
-    parser.add_argument("--skip_bad_lines", action="store_true",
-                        help="skip input lines that are not UTF-8, not JSON or have no string 'text', listing "
-                             "them in OUTPUT.bad_lines.jsonl (stderr without --output); default: stop at the first")
-    parser.add_argument("--device", default=None,
-                        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available); under torchrun "
-                             "each process takes cuda:LOCAL_RANK, or the CPU with --device cpu")
-    parser.add_argument("--word_splitter", default=None, choices=sorted(WORD_SPLITTERS),
-                        help="how to split text into words (default: the checkpoint's dataset class)")
-    parser.add_argument("--int8", action="store_true",
-                        help="CPU only: run the encoder with int8 weights (ONNX Runtime), faster at a small cost "
-                             "in accuracy; a checkpoint's first use exports its encoder (seconds), then it is cached")
-
-
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def record_options(args: argparse.Namespace) -> dict:
-    """What `--resume` compares with the output's sidecar; paths made absolute."""
-    options = {name: getattr(args, name) for name in RECORD_OPTIONS}
-    options["input"] = [source if source == STDIN else os.path.abspath(source) for source in args.input or [STDIN]]
-    options["checkpoint"] = os.path.abspath(args.checkpoint)
-    return options
-
-
-def _runtime(device: str | None) -> Runtime:
-    """Under torchrun one process per GPU (NCCL), or per CPU share with `--device cpu` (gloo)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return setup_runtime(no_cuda=device is not None and torch.device(device).type == "cpu")
-    return Runtime(device=torch.device(device) if device else default_device())
-
-
-def _open_corpus(args: argparse.Namespace) -> tuple[Iterator[Entry], RecordFile]:
-    entries = read_corpus(args.input or [STDIN], args.format, args.lines)
-    return entries, RecordFile.open(args.output, record_options(args), resume=args.resume, overwrite=args.overwrite)
-
-
-def _summary(summary: CorpusSummary, output: RecordFile) -> str:
-    rate = summary.extracted / summary.seconds if summary.seconds > 0 else 0.0
-    where = f" -> {output.path}" if output.path is not None else ""
-    earlier = f", {summary.records - summary.extracted} already there" if output.done else ""
-    line = f"extract: {summary.extracted} documents in {summary.seconds:.1f} s ({rate:.1f} docs/s){earlier}{where}"
-    if summary.bad_lines:
-        listed = f"listed in {output.report.path}" if output.report.path is not None else "warned above"
-        line += f"\nextract: {summary.bad_lines} bad input lines skipped, {listed}"
-    return line
-
-
-def run(args: argparse.Namespace) -> int:
-    args.offsets = args.offsets or args.html is not None
-    if args.top_k < 1 or args.batch_size < 1 or args.chunk_size < 1:
-        return _error("--top_k, --batch_size and --chunk_size must be at least 1")
-    if args.resume and args.overwrite:
-        return _error("choose one of --resume and --overwrite")
-    if (args.resume or args.overwrite) and not args.output:
-        return _error("--resume and --overwrite need --output FILE")
-    try:
-        runtime = _runtime(args.device or ("cpu" if args.int8 else None))
-    except RuntimeError as error:
-        return _error(f"cannot run on device {args.device!r} ({error})")
-    try:
-        entries, output, message = None, None, None
-        if runtime.is_main:
-            try:
-                entries, output = _open_corpus(args)
-            except (InputError, OutputError) as error:
-                message = str(error)
-        (message,) = runtime.from_main(message)
-        if message is not None:
-            return _error(message) if runtime.is_main else 2
-        try:
-            extractor = KeyphraseExtractor.from_pretrained(args.checkpoint, device=runtime.device,
-                                                           word_splitter=args.word_splitter,
-                                                           max_doc_tokens=args.max_doc_tokens,
-                                                           phrase_pooling=args.phrase_pooling, int8=args.int8)
-        except (FileNotFoundError, ValueError, OSError, ImportError) as error:
-            return _error(f"{args.checkpoint}: cannot load the checkpoint ({error})")
-        except (RuntimeError, AssertionError) as error:  # a device torch cannot use
-            return _error(f"cannot run on device {args.device!r} ({error})")
-
-        def extract_chunk(documents: Sequence[Document]) -> list[dict]:
-            keyphrases = extractor.extract([document.text for document in documents], top_k=args.top_k,
-                                           batch_size=args.batch_size, offsets=args.offsets)
-            return [keyphrase_record(document.id, found) for document, found in zip(documents, keyphrases)]
-
-        try:
-            page = HtmlPageWriter(args.html) if args.html is not None and runtime.is_main else None
-        except OSError as error:
-            output.close()
-            return _error(f"{args.html}: cannot write ({error.strerror or error})")
-        try:
-            summary = extract_corpus(entries, extract_chunk, output, chunk_size=args.chunk_size,
-                                     skip_bad_lines=args.skip_bad_lines, runtime=runtime,
-                                     observers=[page] if page is not None else [])
-        except InputError as error:
-            kept = f"; {output.path} holds the first {output.records} records (fix the line and add --resume, or " \
-                   f"pass --skip_bad_lines)" if output.path is not None and output.records else ""
-            return _error(f"{error}{kept}")
-        except OutputError as error:
-            return _error(str(error))
-        finally:
-            if output is not None:
-                output.close()
-            if page is not None:
-                page.close()
-        if summary is not None:
-            print(_summary(summary, output), file=sys.stderr)
-        return 0
-    finally:
-        teardown_runtime(runtime)

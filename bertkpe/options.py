@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from bertkpe.data.preprocessed import PreprocessedData
-from bertkpe.dataset_classes import DATASET_CLASSES
+from bertkpe.dataset_classes import DATASET_CLASSES, WORD_SPLITTERS
 
 MODEL_CLASS_NAMES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 DEFAULT_ENCODER = "default"
@@ -55,13 +55,24 @@ class DocumentOptions:
 
     def resolve_documents(self, max_token: int) -> None:
         """Check the document options against the window size and make the overlap explicit."""
-        if self.window_overlap is None:
-            self.window_overlap = min(DEFAULT_WINDOW_OVERLAP, max_token // 4)
-        if self.max_doc_tokens < 1:
-            raise SystemExit(f"error: --max_doc_tokens must be at least 1, got {self.max_doc_tokens}")
-        if not 0 <= self.window_overlap < max_token:
-            raise SystemExit(f"error: --window_overlap must be at least 0 and less than max_token ({max_token}), "
-                             f"got {self.window_overlap}")
+        try:
+            self.max_doc_tokens, self.window_overlap = document_options(max_token, self.max_doc_tokens,
+                                                                        self.window_overlap)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+
+
+def document_options(max_token: int, max_doc_tokens: int, window_overlap: int | None) -> tuple[int, int]:
+    """`max_doc_tokens` and `window_overlap`, checked; an unset overlap is the default, kept
+    under a quarter of a window so that windows advance."""
+    if window_overlap is None:
+        window_overlap = min(DEFAULT_WINDOW_OVERLAP, max_token // 4)
+    if max_doc_tokens < 1:
+        raise ValueError(f"--max_doc_tokens must be at least 1, got {max_doc_tokens}")
+    if not 0 <= window_overlap < max_token:
+        raise ValueError(f"--window_overlap must be at least 0 and less than max_token ({max_token}), "
+                         f"got {window_overlap}")
+    return max_doc_tokens, window_overlap
 
 
 @dataclass
@@ -377,3 +388,48 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
                        help="sub-tokens per encoder window (default: the checkpoint's); at most the encoder's limit")
     add_document_arguments(group)
     add_runtime_arguments(parser)
+
+
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="DIR",
+                        help="checkpoint directory (config.json, model.safetensors, kpe_config.json, tokenizer)")
+    parser.add_argument("--input", action="append", default=None, metavar="FILE",
+                        help="input file, a directory of .txt (.jsonl) files, or - for stdin; may be repeated "
+                             "(default: stdin)")
+    parser.add_argument("--format", choices=["text", "jsonl"], default="text",
+                        help="text: plain text; jsonl: JSON lines with a 'text' field and an optional 'id'")
+    parser.add_argument("--lines", action="store_true",
+                        help="text format: one document per line (default: one document per file)")
+    parser.add_argument("--top_k", type=int, default=EXTRACT.top_k, help="keyphrases per document")
+    parser.add_argument("--batch_size", type=int, default=EXTRACT.batch_size,
+                        help="encoder windows per forward pass (documents, for documents of one window)")
+    parser.add_argument("--max_doc_tokens", type=int, default=DEFAULT_MAX_DOC_TOKENS,
+                        help="sub-tokens read per document, as overlapping encoder windows; the checkpoint's "
+                             "max_token reads its first window only, as the original toolkit did")
+    parser.add_argument("--phrase_pooling", choices=("document", "max"), default="document",
+                        help="phrase score: the best mention's plus document-level evidence (how early it first "
+                             "occurs) in documents longer than a window, or the best mention's alone")
+    parser.add_argument("--chunk_size", type=int, default=EXTRACT.chunk_size,
+                        help="documents read, extracted (batched by length) and written together; bounds "
+                             "memory and what a killed run loses")
+    parser.add_argument("--output", default=None, metavar="FILE", help="write JSON lines here (default: stdout)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an --output a stopped run left, after its last complete record")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--offsets", action="store_true",
+                        help="give each keyphrase a third field: [start, end] of each occurrence in the text "
+                             "(Python string indices)")
+    parser.add_argument("--html", default=None, metavar="PAGE",
+                        help="also write an HTML page of the documents with their keyphrases highlighted "
+                             "(implies --offsets)")
+    parser.add_argument("--skip_bad_lines", action="store_true",
+                        help="skip input lines that are not UTF-8, not JSON or have no string 'text', listing "
+                             "them in OUTPUT.bad_lines.jsonl (stderr without --output); default: stop at the first")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available); under torchrun "
+                             "each process takes cuda:LOCAL_RANK, or the CPU with --device cpu")
+    parser.add_argument("--word_splitter", default=None, choices=sorted(WORD_SPLITTERS),
+                        help="how to split text into words (default: the checkpoint's dataset class)")
+    parser.add_argument("--int8", action="store_true",
+                        help="CPU only: run the encoder with int8 weights (ONNX Runtime), faster at a small cost "
+                             "in accuracy; a checkpoint's first use exports its encoder (seconds), then it is cached")

@@ -78,14 +78,13 @@ def setup_runtime(no_cuda: bool = False) -> Runtime:
 
 
 def set_precision(runtime: Runtime, fp16: bool = False, bf16: bool = False) -> None:
-    """Choose the autocast dtype. Called once the run's logging is set up (so the float32
-    fallback is reported in its log) and with a resumed run's saved flags."""
+    """Choose the autocast dtype; a flag that cannot do what it says is refused, not ignored."""
     if fp16 and bf16:
-        raise SystemExit("choose one of --fp16 and --bf16")
+        raise SystemExit("error: choose one of --fp16 and --bf16")
     if fp16 and runtime.device.type != "cuda":
-        logger.warning("--fp16 needs CUDA, which this machine lacks: running in float32 "
-                       "(use --bf16 for mixed precision on the CPU)")
-    elif fp16:
+        raise SystemExit("error: --fp16 needs CUDA, which this process does not have: use --bf16 for mixed "
+                         "precision on the CPU")
+    if fp16:
         runtime.amp_dtype = torch.float16
     elif bf16:
         runtime.amp_dtype = torch.bfloat16

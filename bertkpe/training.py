@@ -1,91 +1,482 @@
-"""The training loop and the `bertkpe train` command.
+"""Training a head: `train(options)` reads top to bottom as a run goes.
 
-One readable loop: length-grouped micro-batches, gradient accumulation, autocast,
-one clip and one optimizer step per accumulation group, exactly `max_train_steps`
-steps, dev evaluation at each epoch end (and every `--eval_every` steps), the best
-checkpoint kept by the dataset's metric, and a resumable `last/` checkpoint. With
-`--ema_decay` the weights evaluated and kept are a moving average of the trained ones.
+The data are the feature stores of the training splits (built first by one process if
+missing), read by a DataLoader whose batch sampler forms this rank's micro-batches of
+similar length (collated in worker processes, pinned, on CUDA). A step takes
+`gradient_accumulation_steps` micro-batches and adds their gradients so that every item
+of the step weighs the same whatever the packing and the number of processes: each loss
+term is summed over its items and divided by their count over the whole step, summed
+over the ranks on the device. It clips once and steps once; a step the fp16 gradient
+scaler skips moves neither the schedule nor the moving average. The loss, the gradient
+norm and whether the loss stayed finite stay on the device until a logging step (or a
+checkpoint) reads them all at once: a step asks the device nothing.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from bertkpe import config
-from bertkpe.checkpoints import load_training_state, resolve_checkpoint, rng_state, save_checkpoint, set_rng_state
-from bertkpe.data.batching import collate
+from bertkpe import checkpoints
+from bertkpe.checkpoints import Training, TrainState, resolve_checkpoint, rng_state, save_checkpoint
+from bertkpe.data.batching import COUNT_UNITS, Batch
 from bertkpe.data.features import FeatureOptions
-from bertkpe.data.sampling import Item, TrainingDocuments, WindowBatchSampler
-from bertkpe.data.tokenizers import load_tokenizer
+from bertkpe.data.sampling import TrainingCollator, TrainingDocuments, WindowBatchSampler
+from bertkpe.data.store import FeatureStore
+from bertkpe.data.tokenizers import check_max_token_of, load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
-from bertkpe.evaluation import evaluate_split, format_split_scores, split_store, write_json
+from bertkpe.decoding import PhrasePooling
+from bertkpe.evaluation import Decoding, evaluate_split, format_split_scores, split_store, write_json
 from bertkpe.models import KeyphraseModel, build_model, load_model, model_type
-from bertkpe.models.base import load_weights
-from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging, setup_runtime, teardown_runtime
+from bertkpe.options import MODEL_CLASS_NAMES, TrainOptions, as_dict, resolve_encoder, upgrade_train_options
+from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging
 
 logger = logging.getLogger("bertkpe")
 
 SAVE_CLOCK_STEPS = 10  # optimizer steps between two looks at the clock for --save_every_minutes
 
 
+def train(options: TrainOptions, given: set[str], runtime: Runtime) -> Path:
+    """Train (or, with `options.resume`, continue) a run; its folder."""
+    options, run_dir, resume_from = prepare_run_dir(options, given, runtime)
+    setup_logging(run_dir / "train.log", runtime.is_main)
+    set_precision(runtime, options.fp16, options.bf16)
+    if runtime.is_main and resume_from is None:
+        write_json(run_dir / "options.json", as_dict(options))
+    logger.info("run folder %s", run_dir)
+    encoder = resolve_encoder(options.pretrain_model_type, options.pretrain_model_path)
+    tokenizer = load_tokenizer(encoder)
+    data = TrainingData.load(options, runtime, tokenizer, encoder)
+    steps_per_epoch = math.ceil(data.micro_batches_per_epoch() / options.gradient_accumulation_steps)
+    seed_everything(options.seed)
+    model = build_model(options.model_class, encoder, options.max_phrase_words, options.attention_dropout,
+                        options.hidden_dropout, **head_options(options)).to(runtime.device)
+    training, total_steps, budget = build_training(model, options, steps_per_epoch, runtime)
+    if resume_from is not None:
+        checkpoints.restore_last(resume_from, model, training, runtime.rank, runtime.world_size)
+        if training.averaged is not None:
+            training.averaged.multi_avg_fn.updates = int(training.averaged.n_averaged)  # type: ignore[union-attr]
+        logger.info("resumed from %s at step %d (epoch %d, micro-batch %d)", resume_from, training.state.step,
+                    training.state.epoch, training.state.batch_in_epoch)
+    ddp_model = DistributedDataParallel(model, device_ids=[runtime.local_rank] if runtime.device.type == "cuda"
+                                        else None) if runtime.distributed else model
+    log = StepLog(run_dir, options, runtime, training.state.step, total_steps)
+    keeper = Keeper(run_dir, options, runtime, tokenizer, model, training, data, log)
+    logger.info("training %s on %d documents: %d optimizer steps (%d per epoch; budget: %s), effective batch %d "
+                "= micro-batch %d x accumulation %d x %d process(es), %s", options.model_class, len(data.documents),
+                total_steps, steps_per_epoch, budget, effective_batch(options, runtime.world_size),
+                options.per_gpu_train_batch_size, options.gradient_accumulation_steps, runtime.world_size,
+                f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
+    state = training.state
+    ddp_model.train()
+    steps = data.steps(state.epoch, state.batch_in_epoch, options.gradient_accumulation_steps)
+    for epoch, position, micro_batches in itertools.islice(steps, max(total_steps - state.step, 0)):
+        if epoch != state.epoch:  # the step before ended an epoch: taken now, so a budget ending there skips it
+            state.epoch, state.batch_in_epoch = epoch, 0
+            keeper.at_epoch_end()
+        loss, finite = forward_backward(ddp_model, micro_batches, training.scaler, runtime)
+        grad_norm = optimizer_step(model, training, options.max_grad_norm)
+        state.step += 1
+        state.batch_in_epoch = position
+        log.record(state, loss, grad_norm, training.scheduler.get_last_lr()[0], finite, micro_batches, position)
+        if state.step < total_steps:
+            keeper.after_step()
+    keeper.at_training_end()
+    log.close()
+    if options.test_after_training:
+        keeper.test_best()
+    return run_dir
+
+
+# ----------------------------------------------------------------------------- the step
+
+def forward_backward(ddp_model: nn.Module, micro_batches: list[Batch], scaler: torch.amp.GradScaler,
+                     runtime: Runtime) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Add one step's gradients: each micro-batch's loss terms over the step's item counts,
+    summed over the ranks, times the number of ranks (DDP averages the ranks' gradients),
+    so that the step's gradient is the mean over all its items. DDP all-reduces at the last
+    micro-batch only. Returns this rank's share of the step's loss and whether each
+    micro-batch's loss was finite, on the device."""
+    batches = [batch.to(runtime.device) for batch in micro_batches]
+    totals = torch.stack([batch.counts for batch in batches]).sum(0)
+    if runtime.distributed:
+        dist.all_reduce(totals)
+    counts = dict(zip(COUNT_UNITS, totals.clamp(min=1)))
+    loss = torch.zeros((), device=runtime.device)
+    finite = []
+    for index, batch in enumerate(batches):
+        sync = ddp_model.no_sync() if runtime.distributed and index < len(batches) - 1 else contextlib.nullcontext()
+        with sync:
+            with runtime.autocast():
+                output = ddp_model(batch, compute_loss=True)
+            micro_loss = output.loss_over(counts, scale=runtime.world_size)
+            scaler.scale(micro_loss).backward()
+        loss += micro_loss.detach().float()
+        finite.append(torch.isfinite(micro_loss.detach()))
+    return loss, finite
+
+
+def optimizer_step(model: KeyphraseModel, training: Training, max_grad_norm: float) -> torch.Tensor:
+    """Unscale, clip once, step; the gradient norm before clipping (on the device). A step the
+    fp16 gradient scaler skips (gradients not finite) moves neither the learning-rate
+    schedule nor the moving average; telling it costs fp16 runs one read of the scale."""
+    scaler = training.scaler
+    scaler.unscale_(training.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    scale = scaler.get_scale() if scaler.is_enabled() else None
+    scaler.step(training.optimizer)
+    scaler.update()
+    training.optimizer.zero_grad(set_to_none=True)
+    if scale is None or scaler.get_scale() >= scale:
+        training.scheduler.step()
+        if training.averaged is not None:
+            training.averaged.update_parameters(model)
+            training.averaged.multi_avg_fn.updates += 1  # type: ignore[union-attr]
+    return grad_norm
+
+
+class WarmedUpAverage:
+    """The moving average's update at min(decay, (1 + n) / (10 + n)) after n updates: early
+    on the average follows the weights closely, so a run not much longer than the average's
+    horizon does not end holding its first steps' weights (TensorFlow's and timm's warm-up).
+    n is counted here, on the host, so that the decay needs nothing from the device."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.updates = 0  # the average's n_averaged
+
+    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        get_ema_multi_avg_fn(decay)(averaged, current, num_averaged)
+
+
+# ----------------------------------------------------------------------------- data
+
 @dataclass
-class TrainState:
-    """Where training is; saved with `last/` so a resumed run continues exactly."""
+class TrainingData:
+    """The training documents, this rank's loader over them, and the dev store."""
 
-    step: int = 0  # optimizer steps done
-    epoch: int = 0
-    batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
-    best_score: float = -1.0
-    best_step: int = -1
-    world_size: int = 1  # processes the run trains under: a resumed run must keep it
+    documents: TrainingDocuments
+    sampler: WindowBatchSampler
+    loader: DataLoader
+    dev: FeatureStore | None
+    features: FeatureOptions
+    stemmer: str
+
+    @classmethod
+    def load(cls, options: TrainOptions, runtime: Runtime, tokenizer, encoder: str) -> "TrainingData":
+        """Map the feature stores (each built first by one process if missing, the others
+        waiting for it) and decide from their columns what trains."""
+        features = FeatureOptions(tokenizer=encoder, max_token=options.max_token,
+                                  max_phrase_words=options.max_phrase_words, max_doc_tokens=options.max_doc_tokens,
+                                  window_overlap=options.window_overlap)
+        data, splits = options.data, options.train_splits
+        stores = [split_store(data, split, tokenizer, features, options.cached_features_dir, options.feature_workers)
+                  for split in splits]
+        documents = TrainingDocuments(stores, options.model_class)
+        dev = None if options.no_eval else split_store(data, "dev", tokenizer, features, options.cached_features_dir,
+                                                       options.feature_workers)
+        logger.info("training documents (%s): %d usable, %d skipped (no present keyphrase, or no negative phrase, "
+                    "left in the first %d sub-tokens)", " + ".join(splits), len(documents), documents.skipped,
+                    features.doc_tokens)
+        if not len(documents):
+            raise SystemExit("error: no usable training document")
+        stemmers = {data.stemmer(split) for split in splits}
+        if len(stemmers) > 1:
+            raise SystemExit(f"error: the splits {' and '.join(splits)} were matched with different stemmers "
+                             f"({', '.join(sorted(stemmers))}): preprocess them together")
+        sampler = WindowBatchSampler(documents, options.per_gpu_train_batch_size, options.seed, options.train_windows,
+                                     runtime.rank, runtime.world_size)
+        workers = options.num_workers if options.num_workers is not None else 2 * (runtime.device.type == "cuda")
+        # its own generator: starting to iterate draws worker seeds from it, which must not move
+        # the global one (dropout), or a resumed run would not continue as the killed one did
+        loader = DataLoader(documents, batch_sampler=sampler, collate_fn=TrainingCollator(tokenizer.pad_token_id or 0),
+                            num_workers=workers, pin_memory=runtime.device.type == "cuda",
+                            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(options.seed))
+        return cls(documents, sampler, loader, dev, features, stemmers.pop())
+
+    def micro_batches_per_epoch(self) -> int:
+        """This rank's micro-batches of an epoch: they hold windows, so their number depends
+        on the documents' lengths."""
+        self.sampler.set_epoch(0)
+        return len(self.sampler)
+
+    def steps(self, epoch: int, position: int, accumulation: int) -> Iterator[tuple[int, int, list[Batch]]]:
+        """(epoch, position after the step, micro-batches) of every optimizer step from
+        micro-batch `position` of `epoch` on, without end: each epoch's micro-batches in
+        groups of `accumulation` counted from its start, the last taking what is left."""
+        while True:
+            self.sampler.set_epoch(epoch, position)
+            end = position + len(self.sampler)
+            group: list[Batch] = []
+            for batch in self.loader:
+                group.append(batch)
+                position += 1
+                if position % accumulation == 0 or position == end:
+                    yield epoch, position, group
+                    group = []
+            epoch, position = epoch + 1, 0
 
 
-@dataclass(frozen=True)
-class ScheduledStep:
-    """One optimizer step's micro-batches (lists of document indices), the epoch they come
-    from and the position of the first in it. `group_size` divides each loss: it is the
-    size of the whole accumulation group, also where a resumed run starts inside one."""
+# ----------------------------------------------------------------------------- logging
 
-    epoch: int
-    first_position: int
-    micro_batches: list[list[Item]]
-    group_size: int
+class StepLog:
+    """Each step's loss, gradient norm and learning rate, kept (on the device) until a
+    logging step reads them all at once: every --display_iter steps, at the last step, and
+    before anything is saved. There the loss is averaged over the ranks, logged and written
+    to tensorboard, and a loss that was not finite on any rank stops every rank, naming the
+    first step and micro-batch where it was not and their documents."""
+
+    def __init__(self, run_dir: Path, options: TrainOptions, runtime: Runtime, step: int, total_steps: int):
+        self.options, self.runtime, self.total_steps = options, runtime, total_steps
+        self.pending: list[tuple[int, int, torch.Tensor, torch.Tensor, float, list[torch.Tensor], list[tuple]]] = []
+        self.logged_step, self.started = step, time.perf_counter()
+        self.progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not runtime.is_main)
+        self.writer = None
+        if runtime.is_main and options.use_viso:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step or None)
+
+    def record(self, state: TrainState, loss: torch.Tensor, grad_norm: torch.Tensor, learning_rate: float,
+               finite: list[torch.Tensor], micro_batches: list[Batch], position: int) -> None:
+        first = position - len(micro_batches)
+        where = [(first + index, batch.indices) for index, batch in enumerate(micro_batches)]
+        self.pending.append((state.step, state.epoch, loss, grad_norm, learning_rate, finite, where))
+        self.progress.update(1)
+        if state.step % self.options.display_iter == 0 or state.step == self.total_steps:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read what the steps since the last flush left on the device (one transfer, and one
+        all-reduce under torchrun); every rank calls it at the same steps."""
+        if not self.pending:
+            return
+        runtime = self.runtime
+        losses = torch.stack([loss for _, _, loss, _, _, _, _ in self.pending])
+        flags = torch.stack([flag for *_, finite, _ in self.pending for flag in finite])
+        bad_ranks = torch.zeros(runtime.world_size, device=losses.device)
+        bad_ranks[runtime.rank] = (~flags).any().float()
+        shared = torch.cat([losses.float(), bad_ranks])
+        if runtime.distributed:
+            dist.all_reduce(shared)
+        shared[:len(losses)] /= runtime.world_size
+        values = torch.cat([shared, torch.stack([norm.float() for _, _, _, norm, _, _, _ in self.pending]),
+                            flags.float()]).tolist()
+        count = len(self.pending)
+        step_losses, failed = values[:count], [rank for rank, value in enumerate(values[count:count + runtime.world_size])
+                                                if value]
+        grad_norms, finite = values[count + runtime.world_size:2 * count + runtime.world_size], \
+            values[2 * count + runtime.world_size:]
+        pending, self.pending = self.pending, []
+        if failed:
+            raise FloatingPointError(self.failure(pending, failed, finite))
+        step, epoch = pending[-1][0], pending[-1][1]
+        seconds_per_step = (time.perf_counter() - self.started) / max(step - self.logged_step, 1)
+        mean_loss = sum(step_losses) / count
+        logger.info("step %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step)", step, self.total_steps, epoch, mean_loss,
+                    pending[-1][4], seconds_per_step)
+        self.progress.set_postfix(loss=f"{mean_loss:.4f}", epoch=epoch)
+        if self.writer is not None:
+            for (step_, _, _, _, learning_rate, _, _), loss, grad_norm in zip(pending, step_losses, grad_norms):
+                self.writer.add_scalar("train/loss", loss, step_)
+                self.writer.add_scalar("train/learning_rate", learning_rate, step_)
+                self.writer.add_scalar("train/grad_norm", grad_norm, step_)
+        self.logged_step, self.started = step, time.perf_counter()
+
+    def failure(self, pending: list, failed: list[int], finite: list[float]) -> str:
+        where = f" on rank(s) {failed}" if self.runtime.distributed else ""
+        flags = iter(finite)
+        for step, _, _, _, _, micro_finite, micro_batches in pending:
+            for (position, indices), _ in zip(micro_batches, micro_finite):
+                if not next(flags):
+                    return (f"loss is not finite{where}: first at step {step}, micro-batch {position}, on this "
+                            f"process's documents {indices}; training stopped at step {pending[-1][0]}, before "
+                            f"anything after step {pending[0][0] - 1} was saved")
+        return (f"loss is not finite{where} between steps {pending[0][0]} and {pending[-1][0]}; on this process it "
+                f"stayed finite; training stopped before anything after step {pending[0][0] - 1} was saved")
+
+    def close(self) -> None:
+        self.flush()
+        self.progress.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ----------------------------------------------------------------------------- evaluations and checkpoints
+
+class Keeper:
+    """What training leaves on disk, and when. A dev evaluation (which keeps the best
+    checkpoint as `best/` and rewrites `last/`) every `--eval_every` steps and at each
+    epoch's end, once where the two meet; otherwise `last/` every `--save_every` steps and
+    once `--save_every_minutes` have passed since it was last written. The last step is
+    evaluated once, as the final evaluation; without dev data its weights are `best/`.
+    With `--ema_decay` the weights evaluated and kept are the moving average."""
+
+    def __init__(self, run_dir: Path, options: TrainOptions, runtime: Runtime, tokenizer, model: KeyphraseModel,
+                 training: Training, data: TrainingData, log: StepLog):
+        self.run_dir, self.options, self.runtime, self.tokenizer = run_dir, options, runtime, tokenizer
+        self.model, self.training, self.data, self.log = model, training, data, log
+        self.last_saved = time.monotonic()
+        self.decoding = Decoding(options.per_gpu_test_batch_size, options.return_num,
+                                 PhrasePooling(options.phrase_pooling))
+        if training.averaged is not None:
+            logger.info("dev evaluations, best/ and epoch checkpoints hold the moving average of the weights "
+                        "(--ema_decay %g)", options.ema_decay)
 
     @property
-    def end_position(self) -> int:
-        """Micro-batches of the epoch consumed once this step is done."""
-        return self.first_position + len(self.micro_batches)
+    def kept_model(self) -> KeyphraseModel:
+        """The weights evaluated and saved as best/ and epoch_N/: with --ema_decay their moving
+        average, which `last/` holds beside the trained weights to resume from."""
+        return self.model if self.training.averaged is None else self.training.averaged.module
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        options = self.options
+        return {"max_token": options.max_token, "dataset_class": options.dataset_class,
+                "dataset_name": options.data.name, "stemmer": self.data.stemmer,
+                "pretrain_model_type": options.pretrain_model_type}
+
+    def save_last(self) -> None:
+        """The resumable checkpoint, with every rank's RNG state; only after the steps it
+        holds were checked to have finite losses."""
+        self.log.flush()
+        self.last_saved = time.monotonic()
+        rng = [rng_state()]
+        if self.runtime.distributed:
+            rng = [None] * self.runtime.world_size
+            dist.all_gather_object(rng, rng_state())
+        if self.runtime.is_main:
+            checkpoints.save_last(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
+                                  self.training, rng)
+
+    def evaluate(self, tag: str) -> None:
+        """Dev scores; the best checkpoint by the dataset's metric is kept as `best/`."""
+        options, runtime, state = self.options, self.runtime, self.training.state
+        self.log.flush()
+        scores = None
+        latest = self.run_dir / "predictions.dev.latest.jsonl"
+        if self.data.dev is not None:
+            scores = evaluate_split(self.kept_model, self.data.dev, options.data, "dev", runtime, self.decoding,
+                                    self.tokenizer.pad_token_id or 0, latest, options.present_only)
+        if runtime.is_main and scores is not None:
+            metric = dataset_class(options.dataset_class).best_metric
+            logger.info("dev at step %d (%s):\n%s", state.step, tag, format_split_scores(scores))
+            if self.log.writer is not None:
+                for name, value in scores.items():
+                    if "@" in name:
+                        self.log.writer.add_scalar(f"dev/{name.replace('@', '_')}", value, state.step)
+            with open(self.run_dir / "eval_history.jsonl", "a") as history:
+                history.write(json.dumps({"step": state.step, "epoch": state.epoch, "tag": tag, **scores}) + "\n")
+            if scores[metric] > state.best_score:
+                state.best_score, state.best_step = scores[metric], state.step
+                save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
+                write_json(self.run_dir / "best_dev_metrics.json", {"step": state.step, **scores})
+                latest.replace(self.run_dir / "predictions.dev.jsonl")
+                logger.info("new best %s = %.4f at step %d", metric, scores[metric], state.step)
+            if options.save_checkpoint:
+                save_checkpoint(self.run_dir / tag, self.kept_model, self.tokenizer, self.checkpoint_options())
+        if runtime.is_main:
+            latest.unlink(missing_ok=True)
+        state.best_score, state.best_step = runtime.from_main(state.best_score, state.best_step)
+        self.save_last()
+
+    def evaluated_now(self) -> bool:
+        return bool(self.options.eval_every) and self.training.state.step % self.options.eval_every == 0
+
+    def after_step(self) -> None:
+        step = self.training.state.step
+        if self.evaluated_now():
+            self.evaluate(f"step_{step}")
+        elif self.options.save_every and step % self.options.save_every == 0 or self.save_is_due():
+            self.save_last()
+
+    def save_is_due(self) -> bool:
+        """Whether `--save_every_minutes` have passed since `last/` was written, on any rank.
+        Asked every SAVE_CLOCK_STEPS steps, so that all ranks ask (a collective) at the same
+        steps without a synchronisation at every step."""
+        minutes = self.options.save_every_minutes
+        if not minutes or self.training.state.step % SAVE_CLOCK_STEPS:
+            return False
+        return bool(self.runtime.ranks_where(time.monotonic() - self.last_saved >= 60 * minutes))
+
+    def at_epoch_end(self) -> None:
+        if not self.evaluated_now():
+            self.evaluate(f"epoch_{self.training.state.epoch}")
+
+    def at_training_end(self) -> None:
+        self.evaluate("final")
+        if self.options.no_eval and self.runtime.is_main:
+            save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
+
+    def best_dev_metrics(self) -> dict[str, Any] | None:
+        """Dev scores of `best/` as recorded when it was saved, if its predictions were kept
+        too (every rank gets rank 0's answer, so all take the same path)."""
+        metrics = None
+        path = self.run_dir / "best_dev_metrics.json"
+        if self.runtime.is_main and path.is_file() and (self.run_dir / "predictions.dev.jsonl").is_file():
+            recorded = json.loads(path.read_text())
+            if recorded.pop("step") == self.training.state.best_step:
+                metrics = recorded
+        return self.runtime.from_main(metrics)[0]
+
+    def test_best(self) -> dict[str, Any]:
+        """Decode dev and eval with the best checkpoint; write metrics.json and predictions.
+        A split the run trained on is left out: its scores would be training scores."""
+        options, runtime = self.options, self.runtime
+        runtime.barrier()
+        best = load_model(resolve_checkpoint(self.run_dir / "best"), runtime.device)
+        metrics: dict[str, Any] = {}
+        best_dev = self.best_dev_metrics()
+        if best_dev is not None:  # the best checkpoint's dev scores and predictions, from its evaluation
+            metrics["dev"] = best_dev
+            logger.info("best checkpoint on dev: evaluated at step %d, predictions.dev.jsonl written then",
+                        self.training.state.best_step)
+        held_out = [split for split in ("dev", "eval") if split not in options.train_splits]
+        for split in ("eval",) if best_dev is not None else held_out:
+            documents = self.data.dev if split == "dev" and self.data.dev is not None else \
+                split_store(options.data, split, self.tokenizer, self.data.features, options.cached_features_dir,
+                            options.feature_workers)
+            scores = evaluate_split(best, documents, options.data, split, runtime, self.decoding,
+                                    self.tokenizer.pad_token_id or 0, self.run_dir / f"predictions.{split}.jsonl",
+                                    options.present_only)
+            if runtime.is_main and scores is not None:
+                metrics[split] = scores
+                logger.info("best checkpoint on %s (%d documents):\n%s", split, len(documents),
+                            format_split_scores(scores))
+        if runtime.is_main:
+            write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
 
 
-def step_schedule(epoch_micro_batches: Callable[[int], list[list[Item]]], accumulation: int, epoch: int,
-                  position: int) -> Iterator[ScheduledStep]:
-    """The optimizer steps, without end, from micro-batch `position` of `epoch` on: each
-    epoch's micro-batches in groups of `accumulation`, the last group of an epoch taking
-    what is left. The one place micro-batches are formed, with `epoch_micro_batches`, and
-    only when an epoch's first step is asked for."""
-    while True:
-        micro_batches = epoch_micro_batches(epoch)
-        for group_start in range(0, len(micro_batches), accumulation):
-            group_end = min(group_start + accumulation, len(micro_batches))
-            if group_end <= position:
-                continue  # taken before the run was resumed
-            first = max(group_start, position)
-            yield ScheduledStep(epoch, first, micro_batches[first:group_end], group_end - group_start)
-        epoch, position = epoch + 1, 0
+# ----------------------------------------------------------------------------- the run's set-up
+
+def build_training(model: KeyphraseModel, options: TrainOptions, steps_per_epoch: int, runtime: Runtime
+                   ) -> tuple[Training, int, str]:
+    """Optimizer, schedule, gradient scaler and moving average; the step budget and its source."""
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(parameter_groups(model, options.learning_rate,
+                                                   options.head_learning_rate or options.learning_rate,
+                                                   options.weight_decay))
+    total_steps, budget = total_train_steps(options, steps_per_epoch, runtime.world_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(options.warmup_proportion * total_steps), total_steps)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
+    averaged = AveragedModel(model, multi_avg_fn=WarmedUpAverage(options.ema_decay)) if options.ema_decay else None
+    return Training(optimizer, scheduler, scaler, averaged, TrainState(world_size=runtime.world_size)), total_steps, \
+        budget
 
 
 def parameter_groups(model: KeyphraseModel, learning_rate: float, head_learning_rate: float,
@@ -106,430 +497,111 @@ def parameter_groups(model: KeyphraseModel, learning_rate: float, head_learning_
             for (is_encoder, decay), params in sorted(groups.items(), reverse=True)]  # encoder groups first
 
 
-def effective_batch(args: argparse.Namespace, world_size: int) -> int:
+def effective_batch(options: TrainOptions, world_size: int) -> int:
     """Documents per optimizer step: micro-batch x accumulation x processes."""
-    return args.per_gpu_train_batch_size * args.gradient_accumulation_steps * world_size
+    return options.per_gpu_train_batch_size * options.gradient_accumulation_steps * world_size
 
 
-def total_train_steps(args: argparse.Namespace, steps_per_epoch: int, world_size: int = 1) -> tuple[int, str]:
+def total_train_steps(options: TrainOptions, steps_per_epoch: int, world_size: int = 1) -> tuple[int, str]:
     """The step budget and where it comes from. The paper's budgets were set for 64
     documents a step; another effective batch is given as many steps as see the same
     number of documents, so that a budget means the same training whatever the batch."""
-    if args.max_train_steps is not None:
-        return args.max_train_steps, "--max_train_steps"
-    if args.max_train_epochs is not None:
-        return max(1, math.ceil(args.max_train_epochs * steps_per_epoch)), f"--max_train_epochs {args.max_train_epochs}"
-    reference = dataset_class(args.dataset_class).reference_train_steps
+    if options.max_train_steps is not None:
+        return options.max_train_steps, "--max_train_steps"
+    if options.max_train_epochs is not None:
+        return max(1, math.ceil(options.max_train_epochs * steps_per_epoch)), \
+            f"--max_train_epochs {options.max_train_epochs}"
+    reference = dataset_class(options.dataset_class).reference_train_steps
     if reference is None:
         return 10 * steps_per_epoch, "10 epochs (no published budget for this dataset class)"
-    batch = effective_batch(args, world_size)
+    batch = effective_batch(options, world_size)
     steps = max(1, round(reference * REFERENCE_BATCH / batch))
     return steps, (f"the paper's {reference} steps at {REFERENCE_BATCH} documents a step, scaled to "
                    f"{batch} documents a step")
 
 
-# Options a resumed run may take anew: the budget, logging and evaluation cadence, where
-# caches live, and how this process runs. Any other change would silently not happen.
+# Options a resumed run may take anew: the budget, logging, evaluation and saving cadence,
+# where caches live, and how this process runs. Any other change would silently not happen.
 RESUMABLE_OPTIONS = frozenset({
     "max_train_steps", "max_train_epochs", "display_iter", "eval_every", "save_every", "save_every_minutes",
-    "save_checkpoint",
-    "use_viso", "test_after_training", "per_gpu_test_batch_size", "return_num", "cached_features_dir",
-    "feature_workers", "no_cuda", "local_rank", "resume", "run_mode", "output_dir",
+    "save_checkpoint", "use_viso", "test_after_training", "per_gpu_test_batch_size", "return_num",
+    "cached_features_dir", "feature_workers", "num_workers", "no_cuda", "local_rank", "resume", "run_mode",
+    "output_dir",
 })
 
 
-def prepare_run_dir(args: argparse.Namespace, runtime: Runtime) -> tuple[argparse.Namespace, Path, Path | None]:
-    """The run folder, and the checkpoint to resume from. A resumed run keeps its saved
+def prepare_run_dir(options: TrainOptions, given: set[str], runtime: Runtime
+                    ) -> tuple[TrainOptions, Path, Path | None]:
+    """The run's options, its folder, and the checkpoint to resume from. Everything that can
+    be refused is refused here, before a run folder exists. A resumed run keeps its saved
     options: it may change only RESUMABLE_OPTIONS, and a change to any other is refused."""
-    if args.resume is None:
-        if args.dataset_class is None:
+    if options.resume is None:
+        if options.dataset_class is None:
             raise SystemExit("bertkpe train: --dataset_class is required (unless continuing a run with --resume)")
-        name = args.run_name or f"{config.dataset_name(args)}_{args.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
+        check_options(options, runtime)
+        name = options.run_name or f"{options.data.name}_{options.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
         # ranks reach this in different seconds, when rank 0 may already have written the
         # folder: all take rank 0's name and rank 0's finding
-        name, taken = runtime.from_main(name, (Path(args.output_dir) / name / "options.json").is_file())
-        args.run_name = name
-        run_dir = Path(args.output_dir) / name
+        name, taken = runtime.from_main(name, (Path(options.output_dir) / name / "options.json").is_file())
+        run_dir = Path(options.output_dir) / name
         if taken:
             raise SystemExit(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                              f"or choose another --run_name")
-        return args, run_dir, None
-    resume = Path(args.resume)
+        if runtime.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return replace(options, run_name=name), run_dir, None
+    resume = Path(options.resume)
     checkpoint = resolve_checkpoint(resume / "last" if (resume / "options.json").is_file() else resume)
     run_dir = checkpoint.parent
     saved = json.loads((run_dir / "options.json").read_text())
-    given = set(getattr(args, "given_options", ()))
     changed = sorted(name for name in given - RESUMABLE_OPTIONS
-                     if name in saved and getattr(args, name) != saved[name])
+                     if name in saved and getattr(options, name) != saved[name])
     if changed:
-        listed = ", ".join(f"--{name} {getattr(args, name)!r} (the run has {saved[name]!r})" for name in changed)
+        listed = ", ".join(f"--{name} {getattr(options, name)!r} (the run has {saved[name]!r})"
+                           for name in changed)
         may_change = ", ".join(f"--{name}" for name in sorted(RESUMABLE_OPTIONS - {"resume", "run_mode"}))
-        raise SystemExit(f"--resume {args.resume}: a resumed run keeps its options; these differ: {listed}. "
+        raise SystemExit(f"--resume {options.resume}: a resumed run keeps its options; these differ: {listed}. "
                          f"Start a new run to change them; a resumed run may change only {may_change}")
-    updates = {name: getattr(args, name) for name in given & RESUMABLE_OPTIONS}
+    updates = {name: getattr(options, name) for name in given & RESUMABLE_OPTIONS}
     if {"max_train_steps", "max_train_epochs"} & given:
         # a new budget replaces both saved ones: a saved step count would override new epochs
         updates.setdefault("max_train_steps", None)
         updates.setdefault("max_train_epochs", None)
-    restored = argparse.Namespace(**{**saved, **updates, "resume": str(checkpoint)})
+    restored = replace(upgrade_train_options(saved), **{**updates, "resume": str(checkpoint)})
+    check_options(restored, runtime)
     return restored, run_dir, checkpoint
 
 
-# Training flags that are options of some heads, with the paper's value: the value of runs
-# saved before the flag existed, and the only one a head without the option accepts.
+def check_options(options: TrainOptions, runtime: Runtime) -> None:
+    """What can be refused before any work: the options among themselves, the window size
+    against the encoder, mixed precision against the device, the head's own options."""
+    options.resolve()
+    try:
+        check_max_token_of(options.max_token, resolve_encoder(options.pretrain_model_type,
+                                                              options.pretrain_model_path))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    if options.fp16 and runtime.device.type != "cuda":
+        raise SystemExit("error: --fp16 needs CUDA, which this process does not have: use --bf16 for mixed "
+                         "precision on the CPU")
+    head_options(options)
+
+
+# Training flags that are options of some heads, with the paper's value: the only one a
+# head without the option accepts.
 HEAD_FLAGS: dict[str, Any] = {"rank_loss": "margin", "chunk_loss_weight": 1.0}
 
 
-def head_options(args: argparse.Namespace) -> dict[str, Any]:
+def head_options(options: TrainOptions) -> dict[str, Any]:
     """Training flags that are options of the head (saved in its kpe_config.json)."""
-    options = {}
+    chosen = {}
     for name, paper_value in HEAD_FLAGS.items():
-        value = getattr(args, name, paper_value)
-        if name in model_type(args.model_class).head_options:
-            options[name] = value
+        value = getattr(options, name)
+        if name in model_type(options.model_class).head_options:
+            chosen[name] = value
         elif value != paper_value:
-            heads = " and ".join(head for head in config.MODEL_CLASS_NAMES if name in model_type(head).head_options)
-            raise SystemExit(f"error: --{name} applies to {heads}, not {args.model_class}")
-    if not options.get("chunk_loss_weight", 1.0) >= 0:
-        raise SystemExit(f"error: --chunk_loss_weight must be at least 0, got {options['chunk_loss_weight']}")
-    return options
-
-
-def warmed_up_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
-    """The moving average's update, at min(decay, (1 + n) / (10 + n)) after n updates: early
-    on the average follows the weights closely, so a run not much longer than the average's
-    horizon does not end holding its first steps' weights (TensorFlow's and timm's warm-up)."""
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        updates = int(num_averaged)
-        get_ema_multi_avg_fn(min(decay, (1 + updates) / (10 + updates)))(averaged, current, num_averaged)
-    return update
-
-
-def encoder_of(args: argparse.Namespace) -> str:
-    return config.resolve_encoder(args.pretrain_model_type, getattr(args, "pretrain_model_path", None))
-
-
-class Trainer:
-    def __init__(self, args: argparse.Namespace, runtime: Runtime, run_dir: Path, resume_from: Path | None):
-        self.args, self.runtime, self.run_dir = args, runtime, run_dir
-        self.encoder_name = encoder_of(args)
-        self.tokenizer = load_tokenizer(self.encoder_name)
-        self.pad_token_id = self.tokenizer.pad_token_id or 0
-        self.feature_options = FeatureOptions(tokenizer=self.encoder_name, max_token=args.max_token,
-                                              max_phrase_words=args.max_phrase_words,
-                                              max_doc_tokens=args.max_doc_tokens, window_overlap=args.window_overlap)
-        self.load_data()
-        seed_everything(args.seed)
-        self.model = build_model(args.model_class, self.encoder_name, args.max_phrase_words,
-                                 attention_dropout=getattr(args, "attention_dropout", None),
-                                 **head_options(args)).to(runtime.device)
-        # runs saved before --ema_decay existed evaluated the trained weights themselves
-        ema_decay = getattr(args, "ema_decay", 0.0)
-        self.averaged = AveragedModel(self.model, multi_avg_fn=warmed_up_ema(ema_decay)) if ema_decay else None
-        head_lr = args.head_learning_rate or args.learning_rate
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, args.learning_rate, head_lr,
-                                                            args.weight_decay))
-        # micro-batches hold windows, so their number depends on the documents' lengths
-        self.steps_per_epoch = math.ceil(len(self.sampler.micro_batches(0)) / args.gradient_accumulation_steps)
-        self.total_steps, self.budget_source = total_train_steps(args, self.steps_per_epoch, runtime.world_size)
-        from transformers import get_linear_schedule_with_warmup
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, int(args.warmup_proportion * self.total_steps), self.total_steps)
-        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-        self.state = TrainState(world_size=runtime.world_size)
-        if resume_from is not None:
-            self.restore(resume_from)
-        self.last_saved = time.monotonic()
-        self.ddp_model: nn.Module = self.model
-        if runtime.distributed:
-            device_ids = [runtime.local_rank] if runtime.device.type == "cuda" else None
-            self.ddp_model = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.writer = None
-        if runtime.is_main and args.use_viso:
-            from tensorboardX import SummaryWriter
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.state.step or None)
-
-    def load_data(self) -> None:
-        """Map the feature stores (each built first by one process if missing, the others
-        waiting for it) and decide from their columns what trains."""
-        args, runtime = self.args, self.runtime
-        splits = args.train_splits
-        stores = [split_store(args, split, self.tokenizer, self.feature_options) for split in splits]
-        self.train_docs = TrainingDocuments(stores, args.model_class)
-        self.dev_store = None if args.no_eval else split_store(args, "dev", self.tokenizer, self.feature_options)
-        logger.info("training documents (%s): %d usable, %d skipped (no present keyphrase, or no negative phrase, "
-                    "left in the first %d sub-tokens)", " + ".join(splits), len(self.train_docs),
-                    self.train_docs.skipped, self.feature_options.doc_tokens)
-        if not len(self.train_docs):
-            raise SystemExit("error: no usable training document")
-        stemmers = {config.data_stemmer(config.split_file(args, split)) for split in splits}
-        if len(stemmers) > 1:
-            raise SystemExit(f"error: the splits {' and '.join(splits)} were matched with different stemmers "
-                             f"({', '.join(sorted(stemmers))}): preprocess them together")
-        self.stemmer = stemmers.pop()
-        # runs saved before --train_windows existed trained all windows
-        self.sampler = WindowBatchSampler(self.train_docs, args.per_gpu_train_batch_size, args.seed,
-                                          getattr(args, "train_windows", 0), runtime.rank, runtime.world_size)
-
-    def checkpoint_options(self) -> dict[str, Any]:
-        args = self.args
-        return {"max_token": args.max_token, "dataset_class": args.dataset_class,
-                "dataset_name": config.dataset_name(args), "stemmer": self.stemmer,
-                "pretrain_model_type": args.pretrain_model_type}
-
-    def restore(self, checkpoint: Path) -> None:
-        load_weights(self.model, checkpoint)
-        saved = load_training_state(checkpoint)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
-        if self.averaged is not None:
-            self.averaged.load_state_dict(saved["averaged"])
-        # runs saved before the world size was recorded saved one RNG state per process
-        trained_under = saved["train_state"].get("world_size", len(saved["rng"]))
-        if trained_under != self.runtime.world_size:
-            raise SystemExit(f"error: --resume {checkpoint}: the run trained under {trained_under} process(es) and "
-                             f"this one has {self.runtime.world_size}; resume it under {trained_under} (torchrun "
-                             f"--nproc_per_node {trained_under}), as the data shards, the batch of a step and "
-                             f"each process's random state depend on it")
-        self.state = TrainState(**{**saved["train_state"], "world_size": trained_under})
-        set_rng_state(saved["rng"][self.runtime.rank])
-        logger.info("resumed from %s at step %d (epoch %d, micro-batch %d)", checkpoint, self.state.step,
-                    self.state.epoch, self.state.batch_in_epoch)
-
-    def save_last(self) -> None:
-        """The resumable checkpoint; every rank's RNG state goes into it."""
-        self.last_saved = time.monotonic()
-        rng = [rng_state()]
-        if self.runtime.distributed:
-            gathered: list[Any] = [None] * self.runtime.world_size
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
-        if not self.runtime.is_main:
-            return
-        training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                          "scaler": self.scaler.state_dict(), "train_state": asdict(self.state), "rng": rng}
-        if self.averaged is not None:
-            training_state["averaged"] = self.averaged.state_dict()
-        save_checkpoint(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
-                        training_state)
-
-    @property
-    def kept_model(self) -> KeyphraseModel:
-        """The weights that are evaluated and saved as best/ and epoch_N/: with --ema_decay their
-        moving average, which `last/` holds beside the trained weights to resume from."""
-        return self.model if self.averaged is None else self.averaged.module
-
-    def evaluate(self, tag: str) -> None:
-        """Dev scores; the best checkpoint by the dataset's metric is kept as `best/`."""
-        args, runtime = self.args, self.runtime
-        scores = None
-        latest = self.run_dir / "predictions.dev.latest.jsonl"
-        if not args.no_eval:
-            scores = evaluate_split(self.kept_model, self.dev_store, args, "dev", runtime, self.pad_token_id, latest)
-        if runtime.is_main and scores is not None:
-            metric = dataset_class(args.dataset_class).best_metric
-            logger.info("dev at step %d (%s):\n%s", self.state.step, tag,
-                        format_split_scores(scores))
-            if self.writer is not None:
-                for name, value in scores.items():
-                    if "@" in name:
-                        self.writer.add_scalar(f"dev/{name.replace('@', '_')}", value, self.state.step)
-            with open(self.run_dir / "eval_history.jsonl", "a") as history:
-                history.write(json.dumps({"step": self.state.step, "epoch": self.state.epoch, "tag": tag,
-                                          **scores}) + "\n")
-            if scores[metric] > self.state.best_score:
-                self.state.best_score, self.state.best_step = scores[metric], self.state.step
-                save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
-                write_json(self.run_dir / "best_dev_metrics.json", {"step": self.state.step, **scores})
-                latest.replace(self.run_dir / "predictions.dev.jsonl")
-                logger.info("new best %s = %.4f at step %d", metric, scores[metric], self.state.step)
-            if args.save_checkpoint:
-                save_checkpoint(self.run_dir / tag, self.kept_model, self.tokenizer, self.checkpoint_options())
-        if runtime.is_main:
-            latest.unlink(missing_ok=True)
-        self.state.best_score, self.state.best_step = runtime.from_main(self.state.best_score, self.state.best_step)
-        self.save_last()
-
-    def optimizer_step(self) -> float:
-        """Unscale, clip once, step; returns the gradient norm before clipping."""
-        self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.averaged is not None:
-            self.averaged.update_parameters(self.model)
-        return float(grad_norm)
-
-    def evaluate_or_save(self, moment: Literal["step", "epoch_end", "training_end"]) -> None:
-        """What a moment of training leaves on disk. A dev evaluation (which keeps the best
-        checkpoint and rewrites `last/`) every `--eval_every` steps and at each epoch's end,
-        once where the two meet; otherwise `last/` every `--save_every` steps and once
-        `--save_every_minutes` have passed since it was last written. The last step is
-        evaluated once, as the final evaluation; without dev data its weights are `best/`."""
-        args, state = self.args, self.state
-        evaluated_at_step = bool(args.eval_every) and state.step % args.eval_every == 0
-        if moment == "training_end":
-            self.evaluate("final")
-            if args.no_eval and self.runtime.is_main:
-                save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
-        elif moment == "epoch_end":
-            if not evaluated_at_step:
-                self.evaluate(f"epoch_{state.epoch}")
-        elif state.step < self.total_steps:
-            if evaluated_at_step:
-                self.evaluate(f"step_{state.step}")
-            elif args.save_every and state.step % args.save_every == 0 or self.save_is_due():
-                self.save_last()
-
-    def save_is_due(self) -> bool:
-        """Whether `--save_every_minutes` have passed since `last/` was written, on any rank.
-        Asked every SAVE_CLOCK_STEPS steps, so that all ranks ask (a collective) at the same
-        steps without a synchronisation at every step."""
-        minutes = getattr(self.args, "save_every_minutes", 0)  # runs saved before the flag saved by steps only
-        if not minutes or self.state.step % SAVE_CLOCK_STEPS:
-            return False
-        return bool(self.runtime.ranks_where(time.monotonic() - self.last_saved >= 60 * minutes))
-
-    def forward_backward(self, items: list[Item], position: int, group_size: int, last_of_step: bool) -> float:
-        """One micro-batch's loss, and its gradients added to the step's. DDP all-reduces at
-        the step's last micro-batch only; a loss that is not finite on any rank stops every
-        rank before that all-reduce, where the others would wait for it."""
-        runtime = self.runtime
-        batch = collate([self.train_docs.document(item) for item in items], [item[0] for item in items],
-                        self.pad_token_id).to(runtime.device)
-        sync = contextlib.nullcontext()
-        if runtime.distributed and not last_of_step:
-            sync = self.ddp_model.no_sync()
-        with sync:
-            with runtime.autocast():
-                loss = self.ddp_model(batch, compute_loss=True).loss
-            loss_value = float(loss.detach())  # the one device sync of the micro-batch
-            failed = runtime.ranks_where(not math.isfinite(loss_value))
-            if failed:
-                where = f" on rank(s) {failed}" if runtime.distributed else ""
-                raise FloatingPointError(f"loss is not finite{where} at step {self.state.step}, micro-batch {position}"
-                                         f"; this process: loss {loss_value} on documents {batch.indices}")
-            self.scaler.scale(loss / group_size).backward()
-        return loss_value
-
-    def train(self) -> None:
-        """The step budget, one scheduled step at a time. An epoch's end is taken when the
-        next epoch's first step comes: a run resumed from a `last/` saved at an epoch's last
-        step still ends that epoch, and a budget that ends with an epoch goes straight to the
-        final evaluation."""
-        args, runtime, state = self.args, self.runtime, self.state
-        logger.info("training %s on %d documents: %d optimizer steps (%d per epoch; budget: %s), effective batch %d "
-                    "= micro-batch %d x accumulation %d x %d process(es), %s", args.model_class, len(self.train_docs),
-                    self.total_steps, self.steps_per_epoch, self.budget_source,
-                    effective_batch(args, runtime.world_size), args.per_gpu_train_batch_size,
-                    args.gradient_accumulation_steps, runtime.world_size,
-                    f"autocast {runtime.amp_dtype}" if runtime.amp_dtype else "float32")
-        if self.averaged is not None:
-            logger.info("dev evaluations, best/ and epoch checkpoints hold the moving average of the weights "
-                        "(--ema_decay %g)", args.ema_decay)
-        self.ddp_model.train()
-        progress = tqdm(total=self.total_steps, initial=state.step, desc="train", unit="step",
-                        disable=not runtime.is_main)
-        running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
-        schedule = step_schedule(self.sampler.micro_batches, args.gradient_accumulation_steps, state.epoch,
-                                 state.batch_in_epoch)
-        for scheduled in itertools.islice(schedule, max(self.total_steps - state.step, 0)):
-            if scheduled.epoch != state.epoch:  # the step before ended an epoch
-                state.epoch, state.batch_in_epoch = scheduled.epoch, 0
-                self.evaluate_or_save("epoch_end")
-            for position, items in enumerate(scheduled.micro_batches, scheduled.first_position):
-                loss_value = self.forward_backward(items, position, scheduled.group_size,
-                                                   last_of_step=position == scheduled.end_position - 1)
-                running_loss += loss_value
-                running_count += 1
-            grad_norm = self.optimizer_step()
-            state.step += 1
-            state.batch_in_epoch = scheduled.end_position
-            progress.update(1)
-            progress.set_postfix(loss=f"{running_loss / running_count:.4f}", epoch=state.epoch)
-            if self.writer is not None:
-                self.writer.add_scalar("train/loss", loss_value, state.step)
-                self.writer.add_scalar("train/learning_rate", self.scheduler.get_last_lr()[0], state.step)
-                self.writer.add_scalar("train/grad_norm", grad_norm, state.step)
-            if state.step % args.display_iter == 0 or state.step == self.total_steps:
-                seconds_per_step = (time.perf_counter() - started) / max(state.step - logged_step, 1)
-                logger.info("step %d/%d epoch %d loss %.4f lr %.3g (%.2f s/step)", state.step, self.total_steps,
-                            state.epoch, running_loss / running_count, self.scheduler.get_last_lr()[0],
-                            seconds_per_step)
-                running_loss, running_count, started, logged_step = 0.0, 0, time.perf_counter(), state.step
-            self.evaluate_or_save("step")
-        progress.close()
-        self.evaluate_or_save("training_end")
-        if self.writer is not None:
-            self.writer.close()
-
-    def best_dev_metrics(self) -> dict[str, Any] | None:
-        """Dev scores of `best/` as recorded when it was saved, if its predictions were kept
-        too (every rank gets rank 0's answer, so all take the same path)."""
-        metrics = None
-        path = self.run_dir / "best_dev_metrics.json"
-        if self.runtime.is_main and path.is_file() and (self.run_dir / "predictions.dev.jsonl").is_file():
-            recorded = json.loads(path.read_text())
-            if recorded.pop("step") == self.state.best_step:
-                metrics = recorded
-        return self.runtime.from_main(metrics)[0]
-
-    def test_best(self) -> dict[str, Any]:
-        """Decode dev and eval with the best checkpoint; write metrics.json and predictions.
-        A split the run trained on is left out: its scores would be training scores."""
-        args, runtime = self.args, self.runtime
-        runtime.barrier()
-        best = load_model(resolve_checkpoint(self.run_dir / "best"), runtime.device)
-        metrics: dict[str, Any] = {}
-        best_dev = self.best_dev_metrics()
-        if best_dev is not None:  # the best checkpoint's dev scores and predictions, from its evaluation
-            metrics["dev"] = best_dev
-            logger.info("best checkpoint on dev: evaluated at step %d, predictions.dev.jsonl written then",
-                        self.state.best_step)
-        held_out = [split for split in ("dev", "eval") if split not in args.train_splits]
-        for split in ("eval",) if best_dev is not None else held_out:
-            documents = self.dev_store if split == "dev" and self.dev_store is not None else \
-                split_store(args, split, self.tokenizer, self.feature_options)
-            scores = evaluate_split(best, documents, args, split, runtime, self.pad_token_id,
-                                    self.run_dir / f"predictions.{split}.jsonl")
-            if not runtime.is_main:
-                continue
-            if scores is not None:
-                metrics[split] = scores
-                logger.info("best checkpoint on %s (%d documents):\n%s", split, len(documents),
-                            format_split_scores(scores))
-        if runtime.is_main:
-            write_json(self.run_dir / "metrics.json", metrics)
-        return metrics
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_train_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    runtime = setup_runtime(args.no_cuda)
-    try:
-        args, run_dir, resume_from = prepare_run_dir(args, runtime)
-        config.check_max_token_flag(args.max_token, encoder_of(args))  # before a run folder exists
-        config.resolve_document_flags(args)
-        config.resolve_train_splits(args)
-        config.check_ema_decay(getattr(args, "ema_decay", 0.0))
-        head_options(args)
-        setup_logging(run_dir / "train.log", runtime.is_main)
-        set_precision(runtime, args.fp16, args.bf16)
-        if runtime.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if resume_from is None:
-                write_json(run_dir / "options.json", {k: v for k, v in vars(args).items() if k != "given_options"})
-            logger.info("run folder %s", run_dir)
-        trainer = Trainer(args, runtime, run_dir, resume_from)
-        trainer.train()
-        if args.test_after_training:
-            trainer.test_best()
-        return 0
-    finally:
-        teardown_runtime(runtime)
+            heads = " and ".join(head for head in MODEL_CLASS_NAMES if name in model_type(head).head_options)
+            raise SystemExit(f"error: --{name} applies to {heads}, not {options.model_class}")
+    if not chosen.get("chunk_loss_weight", 1.0) >= 0:
+        raise SystemExit(f"error: --chunk_loss_weight must be at least 0, got {chosen['chunk_loss_weight']}")
+    return chosen

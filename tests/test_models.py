@@ -488,7 +488,7 @@ def test_rank_loss_ignores_padded_minus_infinity(rank_loss):
 
 
 def test_rank_loss_is_a_head_option_saved_with_the_checkpoint(tmp_path):
-    from bertkpe.config import RANK_LOSS_NAMES
+    from bertkpe.options import RANK_LOSS_NAMES
     from bertkpe.models import build_model
 
     assert sorted(RANK_LOSS_NAMES) == sorted(RANK_LOSSES)

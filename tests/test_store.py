@@ -239,7 +239,7 @@ def test_trainable_documents_are_decided_from_the_columns(records, tmp_path):
     usable = TrainingDocuments([first, second], "bert2joint")
     assert "only-positive" not in {documents[i].url for i in range(len(documents))
                                    if phrase_level_trainable(documents[i])}
-    assert features_equal([usable.document((0, 0, 99))], [documents[0]])
+    assert usable[(0, 0, 99)][0] == 0 and features_equal([usable[(0, 0, 99)][1]], [documents[0]])
 
 
 def test_window_runs_and_their_lengths(records, tmp_path):
@@ -256,7 +256,7 @@ def test_window_runs_and_their_lengths(records, tmp_path):
     assert first.tolist() == expected
     tokens = usable.run_tokens(first, count)
     for position in range(len(usable)):
-        cropped = usable.document((position, int(first[position]), int(count[position])))
+        _, cropped = usable[(position, int(first[position]), int(count[position]))]
         assert len(cropped.input_ids) == tokens[position] and cropped.num_windows == count[position]
     whole_first, whole_count = usable.window_runs(epoch=3, seed=42, train_windows=0)
     assert (whole_first == 0).all() and (whole_count == usable.num_windows).all()

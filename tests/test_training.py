@@ -266,10 +266,10 @@ def test_torchrun_a_non_finite_loss_on_one_rank_stops_both(setup, tmp_path):
                "--monitor-interval", "5", str(wrapper), *argv]
     result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)
     assert result.returncode != 0
-    assert "loss is not finite on rank(s) [1] at step 1, micro-batch 1; this process: loss nan" in result.stderr
-    rank_0 = re.search(r"loss is not finite on rank\(s\) \[1\] at step 1, micro-batch 1; this process: loss ([0-9.]+)",
-                       result.stderr)
-    assert rank_0 is not None and float(rank_0.group(1)) > 0, result.stderr[-4000:]
+    assert re.search(r"loss is not finite on rank\(s\) \[1\]: first at step 2, micro-batch 1, on this process's "
+                     r"documents \[[0-9, ]+\]; training stopped at step 2, before anything after step 1 was saved",
+                     result.stderr), result.stderr[-4000:]
+    assert "loss is not finite on rank(s) [1] between steps 2 and 2; on this process it stayed finite" in result.stderr
     assert not (tmp_path / "runs" / "nan_ddp" / "best").exists()
 
 
@@ -285,15 +285,12 @@ def test_bf16_autocast_on_cpu(setup):
     assert all(tensor.dtype == torch.float32 for tensor in weights(run / "best").values())
 
 
-def test_fp16_without_cuda_falls_back_to_float32(setup):
-    run = setup["runs"] / "fp16"
-    assert run_command("train", train_argv(setup, run.name, "--max_train_steps", "1", "--fp16",
-                                           "--no-test_after_training", model_class="bert2tag")) == 0
-    log = (run / "train.log").read_text()
-    assert "--fp16 needs CUDA" in log and "float32" in log
-    assert budget_of(run) == (1, 1)
-    # the message belongs to this run only
-    assert "--fp16 needs CUDA" not in (setup["runs"] / "bf16" / "train.log").read_text()
+def test_fp16_without_cuda_is_refused_before_anything_runs(setup, tmp_path):
+    """A flag that cannot do what it says is refused, not turned into float32 with a warning."""
+    with pytest.raises(SystemExit, match=r"--fp16 needs CUDA, which this process does not have: use --bf16"):
+        run_command("train", train_argv(setup, "fp16", "--max_train_steps", "1", "--fp16", model_class="bert2tag",
+                                        output_dir=tmp_path))
+    assert not (tmp_path / "fp16").exists()
 
 
 # ---------------------------------------------------------------- 4. SIGKILL and --resume
@@ -311,12 +308,12 @@ def test_killed_run_resumes_to_the_same_weights(setup, tmp_path):
     wrapper.write_text(textwrap.dedent(f"""
         import runpy, time
         from bertkpe import training
-        optimizer_step = training.Trainer.optimizer_step
-        def slow_optimizer_step(self):
-            grad_norm = optimizer_step(self)
+        optimizer_step = training.optimizer_step
+        def slow_optimizer_step(*args):
+            grad_norm = optimizer_step(*args)
             time.sleep(0.4)
             return grad_norm
-        training.Trainer.optimizer_step = slow_optimizer_step
+        training.optimizer_step = slow_optimizer_step
         runpy.run_path({str(ROOT / "scripts" / "train.py")!r}, run_name="__main__")
     """))
     second, console = tmp_path / "b", tmp_path / "b.console"
@@ -359,13 +356,13 @@ def test_last_is_written_by_time_as_well(setup, tmp_path, monkeypatch):
     from bertkpe import training
 
     saved_at = []
-    save_last = training.Trainer.save_last
+    save_last = training.Keeper.save_last
 
     def recording_save_last(self):
-        saved_at.append(self.state.step)
+        saved_at.append(self.training.state.step)
         return save_last(self)
 
-    monkeypatch.setattr(training.Trainer, "save_last", recording_save_last)
+    monkeypatch.setattr(training.Keeper, "save_last", recording_save_last)
     common = ["--max_train_steps", "12", "--no_eval", "--no-test_after_training", "--max_token", "48",
               "--max_doc_tokens", "48"]
     assert run_command("train", train_argv(setup, "by_time", *common, "--save_every_minutes", "1e-6",
@@ -430,14 +427,14 @@ def trained_weights_after_each_step(monkeypatch) -> list[dict[str, torch.Tensor]
     from bertkpe import training
 
     recorded: list[dict[str, torch.Tensor]] = []
-    optimizer_step = training.Trainer.optimizer_step
+    optimizer_step = training.optimizer_step
 
-    def recording_step(self):
-        grad_norm = optimizer_step(self)
-        recorded.append({name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()})
+    def recording_step(model, *args):
+        grad_norm = optimizer_step(model, *args)
+        recorded.append({name: tensor.detach().clone() for name, tensor in model.state_dict().items()})
         return grad_norm
 
-    monkeypatch.setattr(training.Trainer, "optimizer_step", recording_step)
+    monkeypatch.setattr(training, "optimizer_step", recording_step)
     return recorded
 
 
@@ -469,18 +466,18 @@ def test_ema_decay_resumed_run_ends_where_an_uninterrupted_one_does(setup, tmp_p
     common = ["--max_train_steps", "4", "--ema_decay", "0.7", "--save_every", "1", "--no-test_after_training",
               "--no_eval", "--learning_rate", "1e-3", "--warmup_proportion", "0"]
     assert run_command("train", train_argv(setup, "run", *common, output_dir=tmp_path / "a")) == 0
-    optimizer_step = training.Trainer.optimizer_step
+    optimizer_step = training.optimizer_step
 
-    def crash_at_the_third_step(self):
-        if self.state.step == 2:
+    def crash_at_the_third_step(model, parts, max_grad_norm):
+        if parts.state.step == 2:
             raise KeyboardInterrupt
-        return optimizer_step(self)
+        return optimizer_step(model, parts, max_grad_norm)
 
-    monkeypatch.setattr(training.Trainer, "optimizer_step", crash_at_the_third_step)
+    monkeypatch.setattr(training, "optimizer_step", crash_at_the_third_step)
     with pytest.raises(KeyboardInterrupt):
         run_command("train", train_argv(setup, "run", *common, output_dir=tmp_path / "b"))
     assert budget_of(tmp_path / "b" / "run")[0] == 2
-    monkeypatch.setattr(training.Trainer, "optimizer_step", optimizer_step)
+    monkeypatch.setattr(training, "optimizer_step", optimizer_step)
     assert run_command("train", ["--resume", str(tmp_path / "b" / "run")]) == 0
     for name in ("best", "last"):
         assert same_weights(tmp_path / "a" / "run" / name, tmp_path / "b" / "run" / name, atol=1e-6), name
@@ -606,8 +603,8 @@ def test_best_checkpoint_follows_the_dataset_metric(setup, monkeypatch):
     script = iter([(0.1, 0.1), (0.3, 0.1), (0.2, 0.9), (0.3, 0.1)])
     evaluate_split = training.evaluate_split
 
-    def scripted(model, documents, args, split, runtime, pad_token_id, predictions_path):
-        scores = evaluate_split(model, documents, args, split, runtime, pad_token_id, predictions_path)
+    def scripted(model, documents, data, split, *args):
+        scores = evaluate_split(model, documents, data, split, *args)
         if split == "dev" and model.training:  # evaluations during training, not the final test
             scores["F1@5"], scores["F1@3"] = next(script)
         return scores
@@ -684,9 +681,16 @@ def test_nan_loss_raises(setup, monkeypatch):
         return output
 
     monkeypatch.setattr(Bert2Tag, "head", nan_head)
-    with pytest.raises(FloatingPointError, match="loss is not finite at step 0.*this process: loss nan"):
+    with pytest.raises(FloatingPointError, match=r"loss is not finite: first at step 1, micro-batch 0, on this "
+                                                 r"process's documents \[\d+(, \d+)*\]; training stopped at step 1"):
         run_command("train", train_argv(setup, "nan", "--max_train_steps", "2", model_class="bert2tag"))
     assert not (setup["runs"] / "nan" / "best").exists()
+    # read at logging steps (every 3) and before a save (every 2): caught at step 2, before its save
+    with pytest.raises(FloatingPointError, match=r"first at step 1, micro-batch 0, .*training stopped at step 2, "
+                                                 r"before anything after step 0 was saved"):
+        run_command("train", train_argv(setup, "nan_later", "--max_train_steps", "5", "--save_every", "2",
+                                        model_class="bert2tag") + ["--display_iter", "3"])
+    assert not (setup["runs"] / "nan_later" / "last").exists()
 
 
 @pytest.mark.parametrize("model_class", MODEL_CLASSES)

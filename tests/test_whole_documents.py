@@ -315,13 +315,12 @@ def test_training_on_sampled_windows_draws_a_run_of_windows_per_epoch(setup, tmp
     from helpers import train_argv
 
     drawn = {}
-    micro_batches = WindowBatchSampler.micro_batches
+    plan = WindowBatchSampler.plan
 
     def recording(self, epoch):
-        batches = micro_batches(self, epoch)
-        assert batches == micro_batches(self, epoch)  # the same draw whenever it is asked for
-        drawn.setdefault(epoch, sorted(item for batch in batches for item in batch))
-        return batches
+        first, count, batches, mine = plan(self, epoch)
+        drawn.setdefault(epoch, list(zip(range(len(first)), first.tolist(), count.tolist())))
+        return first, count, batches, mine
 
     windows_seen = []
     forward = KeyphraseModel.forward
@@ -331,7 +330,7 @@ def test_training_on_sampled_windows_draws_a_run_of_windows_per_epoch(setup, tmp
             windows_seen.append(batch.input_ids.shape[0] / len(batch.indices))
         return forward(self, batch, compute_loss)
 
-    monkeypatch.setattr(WindowBatchSampler, "micro_batches", recording)
+    monkeypatch.setattr(WindowBatchSampler, "plan", recording)
     monkeypatch.setattr(KeyphraseModel, "forward", recording_forward)
     argv = train_argv(setup, "sampled", "--max_train_epochs", "2", "--no-test_after_training",
                       output_dir=tmp_path) + ["--max_token", "32", "--max_doc_tokens", "4096", "--window_overlap", "8",

@@ -173,6 +173,11 @@ class FeatureStore(Sequence[DocumentFeatures]):
             return np.zeros(0, dtype=dtype)
         return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
 
+    def __reduce__(self):
+        """Pickled as its folder, mapped again where it is unpickled (a DataLoader worker started
+        by spawn or forkserver), never as its arrays' contents."""
+        return FeatureStore, (str(self.folder),)
+
     def __len__(self) -> int:
         return int(self.meta["documents"])
 

@@ -27,6 +27,8 @@ def model_type(model_class: str) -> type[KeyphraseModel]:
 
 # what encoders call the dropout on attention probabilities (BERT/RoBERTa/ELECTRA/DeBERTa; DistilBERT)
 ATTENTION_DROPOUT_NAMES = ("attention_probs_dropout_prob", "attention_dropout")
+# and on hidden states (BERT/RoBERTa/ELECTRA/DeBERTa; DistilBERT)
+HIDDEN_DROPOUT_NAMES = ("hidden_dropout_prob", "dropout")
 
 
 def with_attention_dropout(config: Any, rate: float) -> Any:
@@ -46,15 +48,35 @@ def with_attention_dropout(config: Any, rate: float) -> Any:
     return config
 
 
+def with_hidden_dropout(config: Any, rate: float) -> Any:
+    """A copy of an encoder config with another dropout on hidden states (which the head's
+    own dropout follows)."""
+    import copy
+
+    names = [name for name in HIDDEN_DROPOUT_NAMES if isinstance(getattr(config, name, None), (int, float))]
+    if not names:
+        raise ValueError(f"{config.model_type} encoder config has no hidden dropout setting "
+                         f"({' or '.join(HIDDEN_DROPOUT_NAMES)})")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"hidden dropout must be in [0, 1), got {rate}")
+    config = copy.deepcopy(config)
+    for name in names:
+        setattr(config, name, rate)
+    return config
+
+
 def build_model(model_class: str, encoder: str | Any, max_phrase_words: int = 5,
-                attention_dropout: float | None = None, **head_options: Any) -> KeyphraseModel:
+                attention_dropout: float | None = None, hidden_dropout: float | None = None,
+                **head_options: Any) -> KeyphraseModel:
     """A head over a pretrained encoder (hub id or folder) or over a config (random weights);
-    `attention_dropout` replaces the encoder's own (None keeps it)."""
+    `attention_dropout` and `hidden_dropout` replace the encoder's own (None keeps them)."""
     from transformers import AutoConfig, AutoModel, PretrainedConfig
 
     config = encoder if isinstance(encoder, PretrainedConfig) else AutoConfig.from_pretrained(encoder)
     if attention_dropout is not None:
         config = with_attention_dropout(config, attention_dropout)
+    if hidden_dropout is not None:
+        config = with_hidden_dropout(config, hidden_dropout)
     if isinstance(encoder, PretrainedConfig):
         encoder_model = AutoModel.from_config(config)
     else:
