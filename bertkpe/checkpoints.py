@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from bertkpe.files import previous_folder, replace_folder, staging_folder
 from bertkpe.models import KeyphraseModel
 from bertkpe.models.base import load_weights
 
@@ -86,10 +86,7 @@ def save_checkpoint(directory: str | os.PathLike, model: KeyphraseModel, tokeniz
     Staging folders of this name that a killed save left behind are removed first: one
     process saves a given checkpoint, so none of them is still being written."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    staging = staging_folder(directory)
     try:
         model.save_pretrained(staging, tokenizer=tokenizer, extra=options)
         if training_state is not None:
@@ -97,15 +94,7 @@ def save_checkpoint(directory: str | os.PathLike, model: KeyphraseModel, tokeniz
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed save leaves no partial copy behind
         raise
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        # Only a stale `.old` goes: without `directory` it is the one complete copy left.
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(directory, old)
-    os.replace(staging, directory)
-    if old.exists():
-        shutil.rmtree(old)
+    replace_folder(staging, directory)
     return directory
 
 
@@ -114,8 +103,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         return path
-    old = path.with_name(path.name + ".old")
-    if old.is_dir():
+    old = previous_folder(path)
+    if old is not None:
         return old
     raise FileNotFoundError(f"no checkpoint directory at {path}")
 

@@ -37,6 +37,7 @@ from typing import IO, Any, Callable, ContextManager, Iterable, Iterator, Option
 
 import torch.distributed as dist
 
+from bertkpe.files import LineError, decode_utf8, json_object, write_text
 from bertkpe.runtime import Runtime
 
 STDIN = "-"
@@ -154,40 +155,28 @@ def _open_binary(source: str) -> ContextManager[IO[bytes]]:
         raise InputError(source, None, f"cannot read: {error.strerror or error}") from None
 
 
-def _utf8_reason(error: UnicodeDecodeError) -> str:
-    return f"not valid UTF-8 ({error.reason} at byte {error.start})"
-
-
 def _whole_file(data: bytes, name: str) -> Entry:
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return BadLine(name, data.count(b"\n", 0, error.start) + 1, _utf8_reason(error))
+        text = decode_utf8(data, name, None)
+    except LineError as error:
+        return BadLine(name, data.count(b"\n", 0, error.byte) + 1, error.reason)
     return Document(name, text[1:] if text.startswith("\ufeff") else text, name, None)
 
 
 def _text_line(raw: bytes, name: str, number: int, doc_id: Any) -> Entry:
     try:
-        return Document(doc_id, raw.decode("utf-8"), name, number)
-    except UnicodeDecodeError as error:
-        return BadLine(name, number, _utf8_reason(error))
+        return Document(doc_id, decode_utf8(raw, name, number), name, number)
+    except LineError as error:
+        return BadLine(name, number, error.reason)
 
 
 def _json_line(raw: bytes, name: str, number: int, doc_id: Any) -> Entry | None:
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return BadLine(name, number, _utf8_reason(error))
-    if not text.strip():
+        record = json_object(raw, name, number, ("text",))
+    except LineError as error:
+        return BadLine(name, number, error.reason)
+    if record is None:
         return None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        return BadLine(name, number, f"not valid JSON ({error.msg}, column {error.colno})")
-    if not isinstance(record, dict):
-        return BadLine(name, number, f"expected a JSON object, got {type(record).__name__}")
-    if "text" not in record:
-        return BadLine(name, number, "the object has no 'text' field")
     if not isinstance(record["text"], str):
         return BadLine(name, number, f"'text' must be a string, got {type(record['text']).__name__}")
     return Document(record["id"] if "id" in record else doc_id, record["text"], name, number)
@@ -228,16 +217,6 @@ def _cut_partial_line(path: Path) -> int:
         while block := handle.read(1 << 20):
             lines += block.count(b"\n")
     return lines
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """Replace `path` whole: a kill leaves the old or the new content, never a mix."""
-    staging = path.with_name(path.name + ".tmp")
-    with open(staging, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
 
 
 class BadLineReport:
@@ -340,7 +319,7 @@ class RecordFile:
             with open(path, "wb"):
                 pass
             bad_lines_path(path).unlink(missing_ok=True)
-            _write_durably(sidecar, json.dumps(options, indent=1, ensure_ascii=False) + "\n")
+            write_text(sidecar, json.dumps(options, indent=1, ensure_ascii=False) + "\n", durable=True)
             return cls(path, 0, BadLineReport(bad_lines_path(path)))
         except OSError as error:
             raise OutputError(f"{error.filename or path}: cannot write ({error.strerror or error})") from None

@@ -5,8 +5,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from bertkpe.data.preprocessed import PreprocessedData
 from bertkpe.data.store import FeatureStore, open_store
 from bertkpe.data.tokenizers import check_max_token_of, load_tokenizer
 from bertkpe.dataset_classes import dataset_class
+from bertkpe.files import replaced, write_json
 from bertkpe.decoding import PhrasePooling, RankedPhrases, rank_batch
 from bertkpe.metrics import Scorer, ScoringConfig, format_scores, iter_doc_words, iter_keyphrase_file
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
@@ -174,25 +173,10 @@ def format_split_scores(scores: dict[str, Any]) -> str:
 def write_predictions(path: Path, predictions: Iterable[RankedPhrases]) -> None:
     """OpenKP submission layout, one JSON line per document, in source order, written as
     the predictions come and moved into place once complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as out:
-        try:
-            for ranked in predictions:
-                out.write(json.dumps({"url": ranked.url, "KeyPhrases": ranked.phrases, "Scores": ranked.scores},
-                                     ensure_ascii=False) + "\n")
-        except BaseException:
-            out.close()
-            os.unlink(out.name)
-            raise
-    os.replace(out.name, path)
-
-
-def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as out:
-        json.dump(value, out, indent=2, sort_keys=True)
-        out.write("\n")
-    os.replace(out.name, path)
+    with replaced(path) as out:
+        for ranked in predictions:
+            out.write(json.dumps({"url": ranked.url, "KeyPhrases": ranked.phrases, "Scores": ranked.scores},
+                                 ensure_ascii=False) + "\n")
 
 
 def evaluate_split(model: KeyphraseModel, documents: FeatureStore, data: PreprocessedData, split: str,

@@ -24,13 +24,13 @@ P@k always divides by k, so a list shorter than k is scored as if padded with mi
 from __future__ import annotations
 
 import dataclasses
-import json
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 from bertkpe.data.matching import get_normalizer
+from bertkpe.files import LineError, json_lines
 
 PROTOCOLS = ("openkp", "kp20k")
 OPENKP_KS = (1, 3, 5)
@@ -395,28 +395,15 @@ def score_kp20k(predictions: Keyphrases, references: Keyphrases, ks: Sequence[K]
 def _json_lines(path: Union[str, Path], fields: Sequence[str]) -> Iterator[tuple[int, str, dict]]:
     """(line number, url as str, object) per non-blank line; errors name the file and line."""
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as lines:
-        for line_no, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: invalid JSON ({error.msg})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            for field in ("url", *fields):
-                if field not in item:
-                    raise ValueError(f"{where}: missing field {field!r}")
-            url = item["url"]
-            if isinstance(url, bool) or not isinstance(url, (str, int)):
-                raise ValueError(f"{where}: url must be a string or an integer")
-            url = str(url)
-            if url in seen:
-                raise ValueError(f"{where}: duplicate url {url!r}")
-            seen.add(url)
-            yield line_no, url, item
+    for line_no, item in json_lines(path, ("url", *fields)):
+        url = item["url"]
+        if isinstance(url, bool) or not isinstance(url, (str, int)):
+            raise LineError(path, line_no, "url must be a string or an integer")
+        url = str(url)
+        if url in seen:
+            raise LineError(path, line_no, f"duplicate url {url!r}")
+        seen.add(url)
+        yield line_no, url, item
 
 
 def _is_words(value: object) -> bool:

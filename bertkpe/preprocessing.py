@@ -19,18 +19,17 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import random
-import uuid
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TextIO
+from typing import Any, Callable, Iterable, Iterator
 
 from bertkpe.data.matching import locate_keyphrases
-from bertkpe.data.sources import (BadInputError, BadLineHandler, Document, GoldCounts, LiaadCorpus,
-                                  MissingSourceError, read_kp20k, read_openkp)
+from bertkpe.data.sources import (BadLineHandler, Document, GoldCounts, LiaadCorpus, MissingSourceError, read_kp20k,
+                                  read_openkp)
 from bertkpe.dataset_classes import DatasetClass, dataset_class
+from bertkpe.files import LineError, StagedFiles
 
 logger = logging.getLogger("bertkpe")
 
@@ -86,34 +85,6 @@ def make_record(doc: Document) -> dict[str, Any]:
         "absent_keyphrases": [kp for kp, occ in zip(doc.keyphrases, occurrences) if not occ],
         "stemmer": doc.stemmer,
     }
-
-
-class StagedFiles:
-    """Files written next to their targets under temporary names and moved into place by `commit`."""
-
-    def __init__(self) -> None:
-        self._staged: list[tuple[Path, Path]] = []
-
-    def open(self, target: Path) -> TextIO:
-        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-        handle = open(temp, "x", encoding="utf-8")
-        self._staged.append((temp, target))
-        return handle
-
-    def write_json(self, target: Path, value: Any) -> None:
-        with self.open(target) as handle:
-            json.dump(value, handle, indent=2)
-            handle.write("\n")
-
-    def commit(self) -> None:
-        for temp, target in self._staged:
-            os.replace(temp, target)
-        self._staged.clear()
-
-    def discard(self) -> None:
-        for temp, _ in self._staged:
-            temp.unlink(missing_ok=True)
-        self._staged.clear()
 
 
 def write_split(documents: Iterable[Document], split: str, out_dir: Path, name: str, staged: StagedFiles,
@@ -211,7 +182,7 @@ def preprocess(args: argparse.Namespace) -> dict[str, Any]:
                                "max_phrase_words": args.max_phrase_words}
 
     def skipper(split: str) -> BadLineHandler:
-        def skip(error: BadInputError) -> None:
+        def skip(error: LineError) -> None:
             stats[split].bad_lines_skipped += 1
             logger.warning("skipped %s", error)
         return skip if args.skip_bad_lines else None

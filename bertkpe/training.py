@@ -40,7 +40,8 @@ from bertkpe.data.store import FeatureStore
 from bertkpe.data.tokenizers import check_max_token_of, load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
 from bertkpe.decoding import PhrasePooling
-from bertkpe.evaluation import Decoding, evaluate_split, format_split_scores, split_store, write_json
+from bertkpe.evaluation import Decoding, evaluate_split, format_split_scores, split_store
+from bertkpe.files import write_json
 from bertkpe.models import KeyphraseModel, build_model, load_model, model_type
 from bertkpe.options import MODEL_CLASS_NAMES, TrainOptions, as_dict, resolve_encoder, upgrade_train_options
 from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging

@@ -206,7 +206,7 @@ def test_resume_without_output_starts_and_finished_output_stays(capsys, checkpoi
 
 @pytest.mark.parametrize("content, where, reason, written", [
     (b'{"text": "one"}\n{"text": "two"}\n{"text": "three"}\n{"text": "four"}\n{"text": "five"}\n{"id": 6}\n',
-     ":6:", "no 'text' field", 4),
+     ":6:", "missing field 'text'", 4),
     (b'{"text": "one"}\n{"text": "two"}\n{"text": "caf\xe9"}\n', ":3:", "not valid UTF-8", 2),
     (b'{"text": "one"}\n{"text": 3}\n', ":2:", "'text' must be a string", 0),
 ])

@@ -211,7 +211,7 @@ def test_cli_jsonl_and_stdin(tmp_path, capsys, monkeypatch, checkpoint):
 @pytest.mark.parametrize("content, options, where, reason", [
     (b"good line\nbad \xff byte\n", ["--lines"], ":2:", "not valid UTF-8"),
     (b"line one\nline two\n\xfe\n", [], ":3:", "not valid UTF-8"),
-    (b'{"text": "fine"}\n{"id": 2}\n', ["--format", "jsonl"], ":2:", "no 'text' field"),
+    (b'{"text": "fine"}\n{"id": 2}\n', ["--format", "jsonl"], ":2:", "missing field 'text'"),
     (b'{"text": "fine"}\n\n[1, 2]\n', ["--format", "jsonl"], ":3:", "expected a JSON object"),
     (b'{"text": ["a", "b"]}\n', ["--format", "jsonl"], ":1:", "'text' must be a string"),
     (b'{"text": "a"\n', ["--format", "jsonl"], ":1:", "not valid JSON"),

@@ -150,7 +150,7 @@ def test_read_keyphrase_file(tmp_path):
 
 
 @pytest.mark.parametrize("lines, reason", [
-    (['{"url": "a", "KeyPhrases": []}', '{"url": "b", '], "2: invalid JSON"),
+    (['{"url": "a", "KeyPhrases": []}', '{"url": "b", '], "2: not valid JSON"),
     (['{"url": "a"}'], "1: missing field 'KeyPhrases'"),
     (['{"url": "a", "KeyPhrases": [[1]]}'], "1: KeyPhrases must be"),
     (['{"url": "a", "KeyPhrases": []}', '{"url": "a", "KeyPhrases": []}'], "2: duplicate url 'a'"),

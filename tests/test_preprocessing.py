@@ -197,11 +197,11 @@ def openkp_source(folder: Path, dev_lines: list[bytes]) -> Path:
 
 
 BAD_LINES = {
-    "malformed JSON": b'{"url": "u9", "text": \n',
+    "not valid JSON": b'{"url": "u9", "text": \n',
     "missing field 'text'": b'{"url": "u9", "KeyPhrases": []}\n',
     "field 'KeyPhrases' must be a list of lists of strings": b'{"url": "u9", "text": "a", "KeyPhrases": [[1]]}\n',
     "field 'text' must be str": b'{"url": "u9", "text": 5, "KeyPhrases": []}\n',
-    "not UTF-8": b'{"url": "u9", "text": "\xff", "KeyPhrases": []}\n',
+    "not valid UTF-8": b'{"url": "u9", "text": "\xff", "KeyPhrases": []}\n',
 }
 
 
@@ -264,7 +264,7 @@ def test_liaad_undecodable_file_in_zip(tmp_path, capsys):
             z.writestr(f"C/keys/{i}.key", "world")
     args = ["--dataset_class", "multidata", "--source_dataset_dir", archive, "--output_path", tmp_path]
     assert preprocess(*args) == 2
-    assert capsys.readouterr().err.startswith(f"error: {archive}/C:docsutf8/3.txt: not UTF-8")
+    assert capsys.readouterr().err.startswith(f"error: {archive}/C:docsutf8/3.txt: not valid UTF-8")
     assert preprocess(*args, "--skip_bad_lines") == 0
     stats = json.loads((tmp_path / "multidata" / "preprocess_stats.json").read_text())["splits"]
     assert sum(s["bad_lines_skipped"] for s in stats.values()) == 1

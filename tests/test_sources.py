@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bertkpe.data.matching import find_occurrences, index_positions, locate_keyphrases
-from bertkpe.data.sources import (BadInputError, LiaadCorpus, MissingSourceError, clean_kp20k_keyphrase,
-                                  kp20k_tokenize, liaad_tokenize, read_kp20k, read_liaad, read_openkp)
+from bertkpe.data.sources import (LiaadCorpus, MissingSourceError, clean_kp20k_keyphrase, kp20k_tokenize,
+                                  liaad_tokenize, read_kp20k, read_liaad, read_openkp)
+from bertkpe.files import LineError
 
 
 def located(doc) -> dict[str, list[tuple[int, int]]]:
@@ -222,7 +223,7 @@ GOOD_KP20K = b'{"title": "T", "abstract": "a b", "keyword": "a;b"}'
 
 
 @pytest.mark.parametrize("reader, bad, reason", [
-    (read_openkp, b'{"url": "u2", "text": "a b", ', "malformed JSON"),
+    (read_openkp, b'{"url": "u2", "text": "a b", ', "not valid JSON"),
     (read_openkp, b'["not", "an", "object"]', "expected a JSON object"),
     (read_openkp, b'{"url": "u2", "KeyPhrases": []}', "missing field 'text'"),
     (read_openkp, b'{"url": "u2", "text": ["a"], "KeyPhrases": []}', "field 'text' must be str"),
@@ -231,21 +232,21 @@ GOOD_KP20K = b'{"title": "T", "abstract": "a b", "keyword": "a;b"}'
     (read_openkp, b'{"url": "u2", "text": "a", "KeyPhrases": ["a"]}', "list of lists of strings"),
     (read_openkp, b'{"url": "u2", "text": "a", "KeyPhrases": [[1]]}', "list of lists of strings"),
     (read_openkp, b'{"url": "u2", "text": "a", "VDOM": [], "KeyPhrases": []}', "field 'VDOM' must be str"),
-    (read_openkp, b'{"url": "u2", "text": "caf\xe9", "KeyPhrases": []}', "not UTF-8"),
+    (read_openkp, b'{"url": "u2", "text": "caf\xe9", "KeyPhrases": []}', "not valid UTF-8"),
     (read_kp20k, b'{"title": "T", "abstract": "a"}', "missing field 'keyword'"),
     (read_kp20k, b'{"title": "T", "abstract": null, "keyword": ""}', "field 'abstract' must be str"),
     (read_kp20k, b'{"title": "T", "abstract": "a", "keyword": ["a"]}', "field 'keyword' must be str"),
-    (read_kp20k, b'{"title": "T" "abstract": "a", "keyword": "a"}', "malformed JSON"),
-    (read_kp20k, b'\xff\xfe{"title": "T"}', "not UTF-8"),
+    (read_kp20k, b'{"title": "T" "abstract": "a", "keyword": "a"}', "not valid JSON"),
+    (read_kp20k, b'\xff\xfe{"title": "T"}', "not valid UTF-8"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, reader, bad, reason):
     good = GOOD_OPENKP if reader is read_openkp else GOOD_KP20K
     path = write_lines(tmp_path / "src.jsonl", good, b"", bad, good)
-    with pytest.raises(BadInputError, match=reason) as info:
+    with pytest.raises(LineError, match=reason) as info:
         list(reader(path, stemmer="none"))
-    assert (info.value.path, info.value.line) == (str(path), 3)
+    assert (info.value.source, info.value.line) == (str(path), 3)
     assert str(info.value).startswith(f"{path}:3: ")
-    skipped: list[BadInputError] = []
+    skipped: list[LineError] = []
     docs = list(reader(path, stemmer="none", on_bad_line=skipped.append))
     assert [d.url for d in docs] == (["u1", "u1"] if reader is read_openkp else ["0", "3"])
     assert [e.line for e in skipped] == [3]
@@ -275,13 +276,13 @@ def test_liaad_bad_files(tmp_path):
         assert corpus.doc_ids == ["1", "2", "10"] and corpus.language == "fr"
         (doc,) = corpus.documents(["1"])
         assert doc.words == ["Les", "fusées", "."] and doc.keyphrases == [["fusée"]]  # BOM gone, stem de-dup
-        with pytest.raises(BadInputError, match="not UTF-8") as info:
+        with pytest.raises(LineError, match="not valid UTF-8") as info:
             list(corpus.documents())
         assert info.value.line == "docsutf8/2.txt"
-        skipped: list[BadInputError] = []
+        skipped: list[LineError] = []
         assert [d.url for d in corpus.documents(on_bad_line=skipped.append)] == ["1"]
         assert [(e.line, e.reason) for e in skipped] == [
-            ("docsutf8/2.txt", "not UTF-8: unexpected end of data at byte 3"), ("keys/10.key", "file missing")]
+            ("docsutf8/2.txt", "not valid UTF-8 (unexpected end of data at byte 3)"), ("keys/10.key", "file missing")]
 
 
 def test_liaad_zip_with_corpus_at_root(tmp_path):

@@ -20,6 +20,7 @@ from bertkpe.data.features import FeatureOptions
 from bertkpe.data.sampling import TrainingDocuments, WindowBatchSampler
 from bertkpe.data.store import FeatureStore, array_dtypes, open_store
 from bertkpe.data.tokenizers import load_tokenizer
+from bertkpe.files import LineError
 from helpers import (ENCODER, SUBPROCESS_ENV, default_tokenizer, featurize, features_equal, kp20k_records,
                      make_record, write_jsonl)
 
@@ -133,9 +134,13 @@ def test_a_bad_line_names_the_file_and_line_and_leaves_no_store(records, tmp_pat
     path.write_text("\n".join(lines) + "\n")
     cache = tmp_path / "cache"
     for workers in (1, 2):
-        with pytest.raises(ValueError, match=rf"{path}:8: expected an object with 'url' and 'doc_words'"):
+        with pytest.raises(LineError, match=rf"{path}:8: 'doc_words' must be a list of words"):
             open_store(path, default_tokenizer(), options(), cache_dir=cache, workers=workers, chunk_size=3)
-    assert [item.name for item in cache.iterdir()] == [f"bad.{store_module.store_key(path, default_tokenizer(), options())}.lock"]
+    key = store_module.store_key(path, default_tokenizer(), options())
+    assert [item.name for item in cache.iterdir()] == [f"bad.{key}.lock"]
+    path.write_text("\n".join(lines[:3] + ['{"url": "x"}']) + "\n")
+    with pytest.raises(LineError, match=rf"{path}:4: missing field 'doc_words'"):
+        open_store(path, default_tokenizer(), options(), cache_dir=cache)
 
 
 def test_a_damaged_store_is_refused(records, tmp_path):
@@ -153,6 +158,7 @@ from pathlib import Path
 from bertkpe.data import store
 from bertkpe.data.features import FeatureOptions
 from bertkpe.data.tokenizers import load_tokenizer
+from bertkpe.files import LineError
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 build_chunk = store.build_chunk
 def slow_build_chunk(*args, **kwargs):

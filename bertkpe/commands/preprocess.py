@@ -5,8 +5,9 @@ import argparse
 import logging
 import sys
 
-from bertkpe.data.sources import BadInputError, MissingSourceError
+from bertkpe.data.sources import MissingSourceError
 from bertkpe.dataset_classes import DATASET_CLASSES
+from bertkpe.files import LineError
 from bertkpe.preprocessing import PreprocessError, preprocess
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         preprocess(args)
-    except (BadInputError, MissingSourceError, PreprocessError) as exc:
+    except (LineError, MissingSourceError, PreprocessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

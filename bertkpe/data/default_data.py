@@ -12,12 +12,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
 
 from bertkpe.dataset_classes import DATASET_CLASSES
+from bertkpe.files import replaced
 
 logger = logging.getLogger("bertkpe")
 
@@ -48,13 +48,11 @@ def inspec_records(zip_path: str | os.PathLike) -> list[dict[str, str]]:
 def write_kp20k_layout(records: list[dict[str, str]], out_dir: Path) -> None:
     if len(records) != sum(SPLIT_SIZES):
         raise ValueError(f"expected {sum(SPLIT_SIZES)} Inspec documents, found {len(records)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     start = 0
     for name, size in zip(KP20K_FILES, SPLIT_SIZES):
-        with tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".tmp", delete=False, encoding="utf-8") as out:
+        with replaced(out_dir / name) as out:
             for record in records[start:start + size]:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(out.name, out_dir / name)
         start += size
 
 
@@ -69,9 +67,7 @@ def ensure_default_data(data_dir: Path, shared_datasets: Path | None) -> tuple[P
     archive = data_dir / "Inspec.zip"
     if not archive.is_file():
         logger.info("downloading %s", INSPEC_URL)
-        with urllib.request.urlopen(INSPEC_URL, timeout=120) as response, \
-                tempfile.NamedTemporaryFile(dir=data_dir, suffix=".tmp", delete=False) as out:
+        with urllib.request.urlopen(INSPEC_URL, timeout=120) as response, replaced(archive, "wb") as out:
             shutil.copyfileobj(response, out)
-        os.replace(out.name, archive)
     write_kp20k_layout(inspec_records(archive), local)
     return data_dir, f"LIAAD Inspec.zip ({INSPEC_URL}) rewritten into {local}"

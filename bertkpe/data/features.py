@@ -14,7 +14,6 @@ Mentions and phrase ids: bertkpe/data/phrases.py; windows: bertkpe/data/windows.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -25,6 +24,7 @@ from bertkpe.data.matching import NO_STEMMER, normalize_words
 from bertkpe.data.phrases import has_alnum, number_phrases, phrase_ids_for, tag_labels_for
 from bertkpe.data.tokenizers import special_tokens_around
 from bertkpe.data.windows import choose_windows, window_bounds
+from bertkpe.files import LineError, json_object
 
 
 @dataclass(frozen=True)
@@ -177,18 +177,17 @@ def build_features(records: Sequence[dict[str, Any]], tokenizer, options: Featur
     return features
 
 
-def parse_record(raw: bytes, path: str | os.PathLike, line_number: int) -> dict[str, Any]:
-    """One line of a preprocessed file (the output of `bertkpe preprocess`); errors name the file and line."""
-    try:
-        record = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}:{line_number}: not a JSON line ({error})") from error
-    if not isinstance(record, dict) or not isinstance(record.get("doc_words"), list) or "url" not in record:
-        raise ValueError(f"{path}:{line_number}: expected an object with 'url' and 'doc_words'")
+def parse_record(raw: bytes, path: str | os.PathLike, line_number: int) -> dict[str, Any] | None:
+    """One line of a preprocessed file (the output of `bertkpe preprocess`), None if blank;
+    errors name the file and line."""
+    record = json_object(raw, path, line_number, ("url", "doc_words"))
+    if record is not None and not isinstance(record["doc_words"], list):
+        raise LineError(path, line_number, "'doc_words' must be a list of words")
     return record
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a small preprocessed file, in memory (a corpus goes through a feature store)."""
     with open(path, "rb") as handle:
-        return [parse_record(raw, path, number) for number, raw in enumerate(handle, start=1) if raw.strip()]
+        return [record for number, raw in enumerate(handle, start=1)
+                if (record := parse_record(raw, path, number)) is not None]

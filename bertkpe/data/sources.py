@@ -6,12 +6,11 @@ decides presence, and `GoldCounts` saying what cleaning removed, so that no layo
 its scoring references unseen. Locating keyphrases in the text is the next stage's job
 (`bertkpe.preprocessing`), so every corpus quirk is handled here, once.
 
-Malformed input raises `BadInputError` naming the file and the line (for LIAAD corpora, the
+Malformed input raises `LineError` naming the file and the line (for LIAAD corpora, the
 file inside the corpus); a reader given `on_bad_line` reports the error to it and goes on.
 """
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 import zipfile
@@ -20,17 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence, TypeVar
 
 from bertkpe.data.matching import normalize_words, stemmer_for_language
+from bertkpe.files import LineError, decode_utf8, json_object
 
-BadLineHandler = Optional[Callable[["BadInputError"], None]]
+BadLineHandler = Optional[Callable[["LineError"], None]]
 _Item = TypeVar("_Item")
-
-
-class BadInputError(ValueError):
-    """A source record that cannot be read; `line` is a 1-based line number or a file name inside a corpus."""
-
-    def __init__(self, path: str | Path, line: int | str, reason: str):
-        self.path, self.line, self.reason = str(path), line, reason
-        super().__init__(f"{self.path}:{line}: {reason}")
 
 
 class MissingSourceError(FileNotFoundError):
@@ -94,23 +86,6 @@ def _dedup(items: Sequence[_Item], key: Callable[[_Item], str], counts: GoldCoun
     return kept
 
 
-def _line_object(raw: bytes, path: Path, line: int) -> dict | None:
-    """The JSON object on one raw line (None for a blank line), decoded strictly as UTF-8."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInputError(path, line, f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    if not text.strip():
-        return None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(path, line, f"malformed JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(record, dict):
-        raise BadInputError(path, line, f"expected a JSON object, got {type(record).__name__}")
-    return record
-
-
 def _read_json_lines(path: Path, parse: Callable[[int, dict], Document],
                      on_bad_line: BadLineHandler) -> Iterator[Document]:
     """`parse(0-based line index, object)` for each non-blank line, read in binary so the line is known."""
@@ -119,9 +94,9 @@ def _read_json_lines(path: Path, parse: Callable[[int, dict], Document],
     with open(path, "rb") as handle:
         for index, raw in enumerate(handle):
             try:
-                record = _line_object(raw, path, index + 1)
+                record = json_object(raw, path, index + 1)
                 document = None if record is None else parse(index, record)
-            except BadInputError as error:
+            except LineError as error:
                 if on_bad_line is None:
                     raise
                 on_bad_line(error)
@@ -132,10 +107,10 @@ def _read_json_lines(path: Path, parse: Callable[[int, dict], Document],
 
 def _field(record: dict, name: str, kind: type, path: Path, index: int) -> Any:
     if name not in record:
-        raise BadInputError(path, index + 1, f"missing field {name!r}")
+        raise LineError(path, index + 1, f"missing field {name!r}")
     value = record[name]
     if not isinstance(value, kind):
-        raise BadInputError(path, index + 1, f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
+        raise LineError(path, index + 1, f"field {name!r} must be {kind.__name__}, got {type(value).__name__}")
     return value
 
 
@@ -226,7 +201,7 @@ def read_openkp(path: str | Path, *, stemmer: str, with_keyphrases: bool = True,
         if with_keyphrases:
             gold = _field(record, "KeyPhrases", list, path, index)
             if not all(isinstance(kp, list) and all(isinstance(w, str) for w in kp) for kp in gold):
-                raise BadInputError(path, index + 1, "field 'KeyPhrases' must be a list of lists of strings")
+                raise LineError(path, index + 1, "field 'KeyPhrases' must be a list of lists of strings")
             counts.read = len(gold)
             keyphrases = _dedup(_drop_empty([" ".join(kp).split() for kp in gold], counts),
                                 key=lambda kp: " ".join(kp).lower(), counts=counts)
@@ -407,11 +382,9 @@ class LiaadCorpus:
 
     def _text(self, name: str) -> str:
         if name not in self._names:
-            raise BadInputError(self.location, name, "file missing")
-        try:
-            return self._read(name).decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise BadInputError(self.location, name, f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+            raise LineError(self.location, name, "file missing")
+        text = decode_utf8(self._read(name), self.location, name)
+        return text[1:] if text.startswith("\ufeff") else text
 
     def documents(self, ids: Sequence[str] | None = None, *, language: str | None = None,
                   on_bad_line: BadLineHandler = None) -> Iterator[Document]:
@@ -426,7 +399,7 @@ class LiaadCorpus:
             try:
                 words = liaad_tokenize(self._text(f"docsutf8/{doc_id}.txt"))
                 lines = self._text(f"keys/{doc_id}.key").splitlines()
-            except BadInputError as error:
+            except LineError as error:
                 if on_bad_line is None:
                     raise
                 on_bad_line(error)

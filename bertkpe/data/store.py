@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features, parse_record
 from bertkpe.data.phrases import first_mentions
 from bertkpe.data.tokenizers import special_tokens_around, tokenizer_fingerprint
+from bertkpe.files import staging_folder
 
 logger = logging.getLogger("bertkpe")
 
@@ -450,9 +451,7 @@ def open_store(path: str | os.PathLike, tokenizer, options: FeatureOptions,
     if not (folder / META_NAME).is_file():
         with build_lock(cache_dir / f"{name}.lock", f"the feature store {folder}"):
             if not (folder / META_NAME).is_file():
-                for stale in cache_dir.glob(f".{name}.tmp-*"):
-                    shutil.rmtree(stale, ignore_errors=True)  # left by a killed build: no one else builds it now
-                staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir))
+                staging = staging_folder(folder)  # clears what killed builds left: no one else builds it now
                 started = time.perf_counter()
                 try:
                     build_store(path, tokenizer, options, staging, workers, chunk_size)
