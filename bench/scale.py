@@ -331,18 +331,16 @@ def report(workdir: Path) -> str:
                                   f"a document)" for part, size in zip(split.split("_"), sizes) if size)
                 lines.append(f"| {name} | store: {split.replace('_', ' + ')} | 1 + {stage['processes'] - 1} workers | "
                              f"{stage['seconds']:.0f} s | {gb(stage['peak_rss_mb'])} | {notes} |")
-        for processes in (1, 2):
-            stage = stages.get(f"train_{processes}")
-            if stage:
-                lines.append(f"| {name} | {TRAIN_STEPS} training steps | {processes} | {stage['seconds']:.0f} s | "
-                             f"{gb(stage['peak_rss_mb'])} | start-up {stage['marker_s']:.1f} s, "
-                             f"{stage['seconds_per_step']:.2f} s a step |")
-        for processes in (1, 2):
-            stage = stages.get(f"test_{processes}")
-            if stage:
-                lines.append(f"| {name} | test | {processes} | {stage['seconds']:.0f} s | {gb(stage['peak_rss_mb'])} | "
-                             f"{stage['documents']:,} documents, {stage['documents_per_s']:.1f} a second, "
-                             f"F1@5 {stage['F1@5']:.4f} |")
+        for kind, processes in (("train", 1), ("train", 2), ("test", 1), ("test", 2)):
+            stage = stages.get(f"{kind}_{processes}")
+            if not stage:
+                continue
+            notes = (f"start-up {stage['marker_s']:.1f} s, {stage['seconds_per_step']:.2f} s a step" if kind == "train"
+                     else f"{stage['documents']:,} documents, {stage['documents_per_s']:.1f} a second, "
+                          f"F1@5 {stage['F1@5']:.4f}")
+            what = f"{TRAIN_STEPS} training steps" if kind == "train" else "test"
+            lines.append(f"| {name} | {what} | {processes} | {stage['seconds']:.0f} s | {gb(stage['peak_rss_mb'])} | "
+                         f"{notes} |")
         if "test_outputs" in item:
             outputs = item["test_outputs"]
             lines.append(f"| {name} | test predictions, 1 and 2 processes | | | | "

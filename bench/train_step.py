@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
     from bertkpe.data.batching import collate, length_grouped_batches
     from bertkpe.data.features import FeatureOptions, build_features, read_records
     from bertkpe.data.tokenizers import load_tokenizer
-    from bertkpe.models import model_type, with_attention_dropout
+    from bertkpe.models import model_type, with_dropout
     from bertkpe.training import warmed_up_ema
 
     encoder_path = common.default_encoder()
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     def model_with(attention: float | None, hidden: float | None):
         config = AutoConfig.from_pretrained(encoder_path)
         if attention is not None:
-            config = with_attention_dropout(config, attention)
+            config = with_dropout(config, attention)
         if hidden is not None:
             config.hidden_dropout_prob = hidden
         torch.manual_seed(0)

@@ -269,15 +269,29 @@ def test_attention_dropout_replaces_the_encoders_own(kind):
     assert all(getattr(config, name, 0.0) == 0.0 for name in ATTENTION_DROPOUT_NAMES)  # the caller's, untouched
 
 
+@pytest.mark.parametrize("kind", ENCODER_KINDS)
+def test_hidden_dropout_replaces_the_encoders_own_and_the_heads(kind):
+    from bertkpe.models import build_model
+
+    batch = batch_of(random_documents(seed=4, sizes=(12, 5)))
+    config = tiny_config(kind, dropout=0.3)
+    model = build_model("bert2joint", config, attention_dropout=0.0, hidden_dropout=0.0).train()
+    assert model.dropout_rate == 0.0 and model.ngram_cnn.dropout.p == 0.0
+    with torch.no_grad():  # no dropout anywhere left: training forwards agree
+        first, second = (model(batch).mention_scores for _ in range(2))
+    assert torch.equal(torch.nan_to_num(first), torch.nan_to_num(second))
+    assert build_model("bert2joint", config).dropout_rate == 0.3  # the caller's config, untouched
+
+
 def test_attention_dropout_of_an_encoder_without_one_is_refused():
     from transformers import GPT2Config
 
-    from bertkpe.models import with_attention_dropout
+    from bertkpe.models import with_dropout
 
     with pytest.raises(ValueError, match="gpt2 encoder config has no attention dropout setting"):
-        with_attention_dropout(GPT2Config(), 0.0)
+        with_dropout(GPT2Config(), 0.0)
     with pytest.raises(ValueError, match=r"attention dropout must be in \[0, 1\), got 1.0"):
-        with_attention_dropout(tiny_config("bert"), 1.0)
+        with_dropout(tiny_config("bert"), 1.0)
 
 
 # --------------------------------------------------------------------------- training on real documents

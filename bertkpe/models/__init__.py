@@ -31,36 +31,21 @@ ATTENTION_DROPOUT_NAMES = ("attention_probs_dropout_prob", "attention_dropout")
 HIDDEN_DROPOUT_NAMES = ("hidden_dropout_prob", "dropout")
 
 
-def with_attention_dropout(config: Any, rate: float) -> Any:
-    """A copy of an encoder config with another attention-probability dropout. At 0, PyTorch's
-    fused attention kernels apply in training too, instead of an L x L matrix kept for backward."""
+def with_dropout(config: Any, rate: float, names: tuple[str, ...] = ATTENTION_DROPOUT_NAMES,
+                 what: str = "attention") -> Any:
+    """A copy of an encoder config with another dropout: on attention probabilities (at 0,
+    PyTorch's fused attention kernels apply in training too, instead of an L x L matrix
+    kept for backward), or on hidden states (`HIDDEN_DROPOUT_NAMES`, which the head's own
+    dropout follows)."""
     import copy
 
-    names = [name for name in ATTENTION_DROPOUT_NAMES if isinstance(getattr(config, name, None), (int, float))]
-    if not names:
-        raise ValueError(f"{config.model_type} encoder config has no attention dropout setting "
-                         f"({' or '.join(ATTENTION_DROPOUT_NAMES)})")
+    present = [name for name in names if isinstance(getattr(config, name, None), (int, float))]
+    if not present:
+        raise ValueError(f"{config.model_type} encoder config has no {what} dropout setting ({' or '.join(names)})")
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"attention dropout must be in [0, 1), got {rate}")
+        raise ValueError(f"{what} dropout must be in [0, 1), got {rate}")
     config = copy.deepcopy(config)
-    for name in names:
-        setattr(config, name, rate)
-    return config
-
-
-def with_hidden_dropout(config: Any, rate: float) -> Any:
-    """A copy of an encoder config with another dropout on hidden states (which the head's
-    own dropout follows)."""
-    import copy
-
-    names = [name for name in HIDDEN_DROPOUT_NAMES if isinstance(getattr(config, name, None), (int, float))]
-    if not names:
-        raise ValueError(f"{config.model_type} encoder config has no hidden dropout setting "
-                         f"({' or '.join(HIDDEN_DROPOUT_NAMES)})")
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"hidden dropout must be in [0, 1), got {rate}")
-    config = copy.deepcopy(config)
-    for name in names:
+    for name in present:
         setattr(config, name, rate)
     return config
 
@@ -74,9 +59,9 @@ def build_model(model_class: str, encoder: str | Any, max_phrase_words: int = 5,
 
     config = encoder if isinstance(encoder, PretrainedConfig) else AutoConfig.from_pretrained(encoder)
     if attention_dropout is not None:
-        config = with_attention_dropout(config, attention_dropout)
+        config = with_dropout(config, attention_dropout)
     if hidden_dropout is not None:
-        config = with_hidden_dropout(config, hidden_dropout)
+        config = with_dropout(config, hidden_dropout, HIDDEN_DROPOUT_NAMES, "hidden")
     if isinstance(encoder, PretrainedConfig):
         encoder_model = AutoModel.from_config(config)
     else:
