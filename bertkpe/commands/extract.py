@@ -9,9 +9,10 @@ from typing import Iterator, Sequence
 
 import torch
 
-from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, InputError, OutputError, RecordFile, extract_corpus,
+from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, OutputError, RecordFile, extract_corpus,
                             read_corpus)
 from bertkpe.extractor import KeyphraseExtractor, default_device, keyphrase_record
+from bertkpe.files import LineError
 from bertkpe.html_page import HtmlPageWriter
 from bertkpe.options import ExtractOptions, add_extract_arguments, from_namespace
 from bertkpe.runtime import Runtime, setup_runtime, teardown_runtime
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
         if runtime.is_main:
             try:
                 entries, output = _open_corpus(options)
-            except (InputError, OutputError) as error:
+            except (LineError, OutputError) as error:
                 message = str(error)
         (message,) = runtime.from_main(message)
         if message is not None:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
             summary = extract_corpus(entries, extract_chunk, output, chunk_size=options.chunk_size,
                                      skip_bad_lines=options.skip_bad_lines, runtime=runtime,
                                      observers=[page] if page is not None else [])
-        except InputError as error:
+        except LineError as error:
             kept = f"; {output.path} holds the first {output.records} records (fix the line and add --resume, or " \
                    f"pass --skip_bad_lines)" if output.path is not None and output.records else ""
             return _error(f"{error}{kept}")
