@@ -273,8 +273,10 @@ def run_stages(args) -> dict[str, Any]:
         if "test" in args.stages:
             test_name = f"test_{processes}"
             shutil.rmtree(runs / test_name, ignore_errors=True)
+            test_data = data if not args.test_subset else \
+                ["--preprocess_folder", str(test_subset(prepro, args.corpus, args.test_subset))] + data[2:]
             stages[test_name] = measured(
-                script("test.py", processes, *data, "--eval_checkpoint", str(runs / "train_1" / "best"),
+                script("test.py", processes, *test_data, "--eval_checkpoint", str(runs / "train_1" / "best"),
                        "--output_dir", str(runs), "--run_name", test_name, "--splits", TEST_SPLIT[args.corpus]),
                 root / "logs" / f"{test_name}.log", environment(2 // processes))
             metrics = json.loads((runs / test_name / "metrics.json").read_text())
@@ -287,6 +289,18 @@ def run_stages(args) -> dict[str, Any]:
             [runs / f"test_{processes}" / f"predictions.{TEST_SPLIT[args.corpus]}.jsonl" for processes in args.procs])
         save()
     return results
+
+
+def test_subset(prepro: Path, corpus: str, documents: int) -> Path:
+    """A preprocessed folder whose test split is the first `documents` of the corpus's."""
+    split = TEST_SPLIT[corpus]
+    folder = prepro.with_name(f"prepro_first_{documents}")
+    for name in (f"{corpus}.{split}.json", f"{corpus}.{split}_candidate.json"):
+        (folder / corpus).mkdir(parents=True, exist_ok=True)
+        with open(prepro / corpus / name, encoding="utf-8") as source, \
+                open(folder / corpus / name, "w", encoding="utf-8") as target:
+            target.writelines(line for _, line in zip(range(documents), source))
+    return folder
 
 
 def compare_predictions(paths: list[Path]) -> dict[str, Any]:
@@ -367,6 +381,9 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=10_000, help="training documents")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--test_documents", type=int, default=TEST_DOCUMENTS, help="documents of the test split")
+    parser.add_argument("--test_subset", type=int, default=None,
+                        help="test on the first N documents of the test split only (a long-page corpus's 20,000 "
+                             "take hours on a CPU)")
     parser.add_argument("--procs", nargs="+", type=int, default=[1, 2], help="process counts of train and test")
     parser.add_argument("--train_flags", nargs=argparse.REMAINDER, default=["--attention_dropout", "0"],
                         help="flags added to the training command (last on the line)")
