@@ -186,8 +186,10 @@ def measured(command: list[str], log: Path, env: dict[str, str], marker: str | N
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): see {log}\n"
                          f"{log.read_text(errors='replace')[-3000:]}")
     workers = [mb for mb, name in peaks.values() if "torch.distributed.run" not in name]
+    commit = subprocess.run(["git", "-C", str(common.REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     result = {"seconds": wall, "peak_rss_mb": max(workers, default=0.0), "processes": len(peaks),
-              "peaks_mb": sorted((round(mb, 1) for mb, _ in peaks.values()), reverse=True)[:8]}
+              "peaks_mb": sorted((round(mb, 1) for mb, _ in peaks.values()), reverse=True)[:8], "commit": commit}
     if marker:
         result["marker_s"] = marker_s
     return result
