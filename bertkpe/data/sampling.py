@@ -72,9 +72,8 @@ class TrainingDocuments(Dataset):
         tokens = self.num_tokens.copy()
         for position in np.flatnonzero(count < self.num_windows).tolist():
             store = self.stores[self.store_ids[position]]
-            start, _ = store.span("windows", int(self.doc_ids[position]))
-            windows = store.window_token_counts()[start + first[position]:start + first[position] + count[position]]
-            tokens[position] = int(windows.sum())
+            start = store.span("windows", int(self.doc_ids[position]))[0] + int(first[position])
+            tokens[position] = int(store.arrays["window_lengths"][start:start + int(count[position])].sum())
         return tokens
 
     def __getitem__(self, item: Item) -> tuple[int, DocumentFeatures]:

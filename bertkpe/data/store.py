@@ -200,10 +200,6 @@ class FeatureStore(Sequence[DocumentFeatures]):
         start, end = self.span("url", index)
         return self.arrays["url"][start:end].tobytes().decode("utf-8")
 
-    def window_token_counts(self) -> np.ndarray:
-        """(windows,) int64 sub-tokens of every window of the store, in order."""
-        return np.asarray(self.arrays["window_lengths"], dtype=np.int64)
-
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
