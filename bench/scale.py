@@ -276,7 +276,7 @@ def run_stages(args) -> dict[str, Any]:
             test_name = f"test_{processes}"
             shutil.rmtree(runs / test_name, ignore_errors=True)
             test_data = data if not args.test_subset else \
-                ["--preprocess_folder", str(test_subset(prepro, args.corpus, args.test_subset))] + data[2:]
+                data[:2] + ["--preprocess_folder", str(test_subset(prepro, args.corpus, args.test_subset))] + data[4:]
             stages[test_name] = measured(
                 script("test.py", processes, *test_data, "--eval_checkpoint", str(runs / "train_1" / "best"),
                        "--output_dir", str(runs), "--run_name", test_name, "--splits", TEST_SPLIT[args.corpus]),
