@@ -43,8 +43,7 @@ class Runtime:
 
     def ranks_where(self, flag: bool) -> list[int]:
         """The ranks on which `flag` holds. A collective: every rank calls it, and all get
-        the same answer, so that one rank's failure stops every rank instead of leaving the
-        others waiting in the next gradient all-reduce."""
+        the same answer, so that all take the same path (a save one rank's clock asks for)."""
         if not self.distributed:
             return [self.rank] if flag else []
         flags = torch.zeros(self.world_size, device=self.device)

@@ -50,7 +50,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def setup(tmp_path_factory, fixtures):
     """Tiny encoder folder, cut datasets (kp20k, openkp, and `short`: kp20k with tiny dev
-    documents), and one feature cache shared by every run."""
+    documents), and one feature store folder shared by every run."""
     import torch
     from transformers import AutoTokenizer, BertModel
 
