@@ -320,7 +320,8 @@ def compare_predictions(paths: list[Path]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- report
 
 def gb(mb: float) -> str:
-    return f"{mb / 1024:.2f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+    """A peak RSS (read in KiB from the kernel) in MiB or GiB."""
+    return f"{mb / 1024:.2f} GiB" if mb >= 1024 else f"{mb:.0f} MiB"
 
 
 def report(workdir: Path) -> str:
