@@ -7,6 +7,7 @@ process's RNG state and the position in training, loaded with `torch.load(weight
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from bertkpe.files import previous_folder, replace_folder, staging_folder
+from bertkpe.files import previous_folder, replace_folder, staging_folder, write_json
+from bertkpe.model_card import EVAL_RESULTS_NAME, write_model_card
 from bertkpe.models import KeyphraseModel
 from bertkpe.models.base import load_weights
 
@@ -80,15 +82,19 @@ def restore_last(directory: str | os.PathLike, model: KeyphraseModel, training: 
 
 
 def save_checkpoint(directory: str | os.PathLike, model: KeyphraseModel, tokenizer, options: dict[str, Any],
-                    training_state: dict[str, Any] | None = None) -> Path:
+                    training_state: dict[str, Any] | None = None, scores: dict[str, Any] | None = None) -> Path:
     """Write into a temporary sibling, then swap it in: a run killed while saving leaves
     the previous checkpoint (or its `.old` copy, which `resolve_checkpoint` finds) intact.
     Staging folders of this name that a killed save left behind are removed first: one
-    process saves a given checkpoint, so none of them is still being written."""
+    process saves a given checkpoint, so none of them is still being written. `scores`
+    (per split) go into its eval_results.json, and its model card tells them."""
     directory = Path(directory)
     staging = staging_folder(directory)
     try:
         model.save_pretrained(staging, tokenizer=tokenizer, extra=options)
+        if scores is not None:
+            write_json(staging / EVAL_RESULTS_NAME, scores)
+        write_model_card(staging, name=str(directory))
         if training_state is not None:
             torch.save(training_state, staging / TRAINING_STATE_NAME)
     except BaseException:
@@ -96,6 +102,15 @@ def save_checkpoint(directory: str | os.PathLike, model: KeyphraseModel, tokeniz
         raise
     replace_folder(staging, directory)
     return directory
+
+
+def record_scores(directory: str | os.PathLike, scores: dict[str, Any]) -> None:
+    """Add scores (per split) to a saved checkpoint's eval_results.json and model card."""
+    directory = resolve_checkpoint(directory)
+    path = directory / EVAL_RESULTS_NAME
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    write_json(path, {**recorded, **scores})
+    write_model_card(directory)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

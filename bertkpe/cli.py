@@ -20,6 +20,7 @@ COMMANDS = {
     "test": ("bertkpe.commands.test", "decode and score a checkpoint on dev/eval"),
     "score": ("bertkpe.commands.score", "score a predictions file against a reference file"),
     "extract": ("bertkpe.commands.extract", "extract keyphrases from raw text with a checkpoint"),
+    "push": ("bertkpe.commands.push", "publish a checkpoint on the Hugging Face Hub with its model card"),
     "convert-checkpoint": ("bertkpe.commands.convert",
                            "turn an original BERT-KPE checkpoint into a checkpoint directory"),
 }

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from bertkpe.checkpoints import resolve_checkpoint
+from bertkpe.hub import checkpoint_folder, is_hub_id
 from bertkpe.data.batching import iterate, length_grouped_batches
 from bertkpe.data.features import DocumentFeatures, FeatureOptions
 from bertkpe.data.preprocessed import PreprocessedData
@@ -238,8 +238,10 @@ def test_run_dir(options: TestOptions, checkpoint: Path, runtime: Runtime) -> Pa
     output = Path(options.output_dir)
     name = options.run_name
     if name is None:
-        stem = (f"test_{options.data.name}_{checkpoint.resolve().parent.name}-{checkpoint.name}_"
-                f"{time.strftime('%Y%m%d-%H%M%S')}")
+        source = f"{checkpoint.resolve().parent.name}-{checkpoint.name}" \
+            if Path(options.eval_checkpoint).exists() or not is_hub_id(options.eval_checkpoint) \
+            else options.eval_checkpoint.replace("/", "_")
+        stem = f"test_{options.data.name}_{source}_{time.strftime('%Y%m%d-%H%M%S')}"
         name = next(candidate for candidate in (stem, *(f"{stem}-{n}" for n in range(2, 10_000)))
                     if not (output / candidate).exists())
     name, taken = runtime.from_main(name, (output / name / "metrics.json").is_file())
@@ -251,7 +253,10 @@ def test_run_dir(options: TestOptions, checkpoint: Path, runtime: Runtime) -> Pa
 def test_checkpoint(options: TestOptions, runtime: Runtime) -> dict[str, Any]:
     """Decode and score the splits with a checkpoint, with its own options where the flags
     leave them open; writes metrics.json and predictions into a new test folder."""
-    checkpoint = resolve_checkpoint(options.eval_checkpoint)
+    try:
+        checkpoint = checkpoint_folder(options.eval_checkpoint, options.revision)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: --eval_checkpoint {options.eval_checkpoint}: {error}") from None
     kpe = read_kpe_config(checkpoint)
     apply_checkpoint_options(options, kpe)
     run_dir = test_run_dir(options, checkpoint, runtime)

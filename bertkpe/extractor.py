@@ -1,7 +1,7 @@
 """Keyphrases of raw text with a trained checkpoint: the Python API and `bertkpe extract`.
 
     from bertkpe import KeyphraseExtractor
-    kx = KeyphraseExtractor.from_pretrained("results/.../best")
+    kx = KeyphraseExtractor.from_pretrained("results/.../best")   # or a Hub id, "owner/name"
     kx.extract("A document ...", top_k=5)             # [("phrase", score), ...]
     kx.extract(["doc 1", "doc 2"], top_k=10)          # one list per document
     kx.extract("A document ...", offsets=True)         # [("phrase", score, [[start, end], ...]), ...]
@@ -9,7 +9,8 @@
 Text is split into words the way the checkpoint's training data was split (its
 `dataset_class`: openkp -> whitespace, kp20k -> the KP20K tokenizer, multidata -> the
 LIAAD tokenizer), then goes through the same feature, batching, model and decoding code
-as evaluation. Whole documents are read, up to `max_doc_tokens` sub-tokens (16384 by
+as evaluation. Phrases come back as the text writes them at their first occurrence
+(`as_written=False`: their words as split, the form matching uses). Whole documents are read, up to `max_doc_tokens` sub-tokens (16384 by
 default), as overlapping encoder windows: every n-gram of what is read is a candidate.
 
 With `offsets=True` each keyphrase also lists where every one of its occurrences is in
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
@@ -33,6 +33,7 @@ from bertkpe.data.batching import collate, length_grouped_batches
 from bertkpe.data.features import DocumentFeatures, FeatureOptions, build_features
 from bertkpe.data.matching import NO_STEMMER
 from bertkpe.data.tokenizers import encoder_token_limit, load_tokenizer, quiet_length_warning
+from bertkpe.data.sources import WordSpans
 from bertkpe.dataset_classes import DATASET_CLASSES, DEFAULT_SPLITTER, WordSplitter, get_span_splitter, get_word_splitter
 from bertkpe.decoding import PhrasePooling, rank_batch
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
@@ -53,6 +54,11 @@ def occurrence_offsets(document: DocumentFeatures, phrase_ids: Sequence[int], wo
         phrase_id = int(document.phrase_grid[length, start])
         found[phrase_id].append([int(word_offsets[start][0]), int(word_offsets[start + length][1])])
     return [found[phrase_id] for phrase_id in phrase_ids]
+
+
+def written_form(text: str, occurrence: Sequence[int]) -> str:
+    """An occurrence of a phrase as the text writes it, white space runs read as one space."""
+    return " ".join(text[occurrence[0]:occurrence[1]].split())
 
 
 def default_device() -> torch.device:
@@ -96,13 +102,15 @@ class KeyphraseExtractor:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        device: str | torch.device | None = None,
                         word_splitter: str | WordSplitter | None = None, stemmer: str | None = None,
                         max_token: int | None = None, max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
                         window_overlap: int | None = None, phrase_pooling: str = "document", int8: bool = False
                         ) -> "KeyphraseExtractor":
-        """Load a checkpoint directory (`save_pretrained` layout: config.json, model.safetensors,
-        kpe_config.json, tokenizer files).
+        """Load a checkpoint: a folder (`save_pretrained` layout: config.json, model.safetensors,
+        kpe_config.json, tokenizer files), or a Hub model id (`owner/name`, at `revision`),
+        fetched into the Hugging Face cache (`HF_HUB_OFFLINE=1` reads the cache alone).
 
         From kpe_config.json: `model_class`, `max_phrase_words` (read by the model loader),
         `max_token` (default 510), `dataset_class` (picks the word splitter; default: the
@@ -115,9 +123,10 @@ class KeyphraseExtractor:
         `int8` runs the encoder with int8 weights in ONNX Runtime on the CPU (see
         `bertkpe.quantization`): faster, slightly different scores; refused on other devices.
         """
+        from bertkpe.hub import checkpoint_folder
         from bertkpe.models import load_model
 
-        directory = Path(directory)
+        directory = checkpoint_folder(name_or_path, revision)
         config = read_kpe_config(directory)
         model = load_model(directory, device="cpu")
         tokenizer = load_tokenizer(str(directory))
@@ -133,13 +142,16 @@ class KeyphraseExtractor:
                    int8=int8)
 
     def extract(self, documents: Union[str, Sequence[str]], top_k: int = 5, batch_size: int = 16,
-                progress: bool = False, offsets: bool = False) -> Union[Keyphrases, list[Keyphrases]]:
+                progress: bool = False, offsets: bool = False, as_written: bool = True
+                ) -> Union[Keyphrases, list[Keyphrases]]:
         """The top_k keyphrases of one document (a str) or of each of a list of documents.
 
-        Each keyphrase is `(phrase, score)`, best first: the phrase as it appears in the
-        text (its words as split, in the casing of its first occurrence, joined by single
-        spaces), the score a Python float (higher is better; its scale depends on the
-        head). Phrases with equal normalised words (lower-cased, stemmed when the
+        Each keyphrase is `(phrase, score)`, best first: the phrase as written at its first
+        occurrence in the text ("Web-Based Project Management System"; runs of white space
+        read as one space), the score a Python float (higher is better; its scale depends on
+        the head). `as_written=False` gives instead the phrase's words as split, joined by
+        single spaces ("Web Based Project Management System"), the form the model and the
+        scorer match. Phrases with equal normalised words (lower-cased, stemmed when the
         checkpoint's stemmer is on) are one phrase. A document is read whole up to
         `max_doc_tokens` sub-tokens; words past that are not candidates. An empty document
         gives []. Documents are batched by length, at most `batch_size` encoder windows a
@@ -147,30 +159,50 @@ class KeyphraseExtractor:
 
         `offsets=True` makes each keyphrase `(phrase, score, [[start, end], ...])`: every
         occurrence among the candidate words, in text order, with `text[start:end]` the
-        occurrence as written. With a custom word splitter the words must be pieces of the
-        text, in order (`locate_words`); otherwise a ValueError says which word is missing.
+        occurrence as written. A custom word splitter's words are found in the text
+        (`locate_words`); where they are not pieces of it, in order, a phrase is its words
+        joined, and `offsets=True` raises a ValueError saying which word is missing.
         """
         if isinstance(documents, str):
-            return self.extract([documents], top_k=top_k, batch_size=batch_size, offsets=offsets)[0]
+            return self.extract([documents], top_k=top_k, batch_size=batch_size, offsets=offsets,
+                                as_written=as_written)[0]
         texts = list(documents)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"document {index} is {type(text).__name__}, expected str")
-        if not offsets:
+        if not offsets and not as_written:
             return self.extract_words([self.split_words(text) for text in texts], top_k=top_k,
                                       batch_size=batch_size, progress=progress)
-        spans = [self.split_word_spans(text) for text in texts]
-        return self.extract_words([[word for word, _, _ in doc] for doc in spans], top_k=top_k,
-                                  batch_size=batch_size, progress=progress,
-                                  word_offsets=[[(start, end) for _, start, end in doc] for doc in spans])
+        spans = [self.located_words(text, required=offsets) for text in texts]
+        words = [self.split_words(text) if doc is None else [word for word, _, _ in doc]
+                 for text, doc in zip(texts, spans)]
+        found = self.extract_words(words, top_k=top_k, batch_size=batch_size, progress=progress,
+                                   word_offsets=[None if doc is None else [(start, end) for _, start, end in doc]
+                                                 for doc in spans],
+                                   texts=texts if as_written else None)
+        return found if offsets else [[keyphrase[:2] for keyphrase in ranked] for ranked in found]
+
+    def located_words(self, text: str, required: bool) -> WordSpans | None:
+        """The text's words with where each is written; None where a custom splitter's words
+        are not pieces of the text and offsets are not `required`."""
+        try:
+            return self.split_word_spans(text)
+        except ValueError:
+            if required:
+                raise
+            return None
 
     def extract_words(self, word_lists: Sequence[Sequence[str]], top_k: int = 5, batch_size: int = 16,
                       progress: bool = False, chunk_size: int = 4096,
-                      word_offsets: Sequence[WordOffsets] | None = None) -> list[Keyphrases]:
-        """Like `extract`, for documents already split into words.
+                      word_offsets: Sequence[WordOffsets | None] | None = None,
+                      texts: Sequence[str] | None = None) -> list[Keyphrases]:
+        """Like `extract`, for documents already split into words: phrases are their words
+        joined by single spaces.
 
         `word_offsets`, the (start, end) of each word in its document's text, adds each
-        keyphrase's occurrence offsets, as `extract(..., offsets=True)` does.
+        keyphrase's occurrence offsets, as `extract(..., offsets=True)` does; with the
+        `texts` as well, phrases are as written at their first occurrence. A document whose
+        offsets are None gets neither.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -180,8 +212,10 @@ class KeyphraseExtractor:
             if len(word_offsets) != len(word_lists):
                 raise ValueError(f"word_offsets has {len(word_offsets)} documents, word_lists {len(word_lists)}")
             for index, (words, spans) in enumerate(zip(word_lists, word_offsets)):
-                if len(spans) != len(words):
+                if spans is not None and len(spans) != len(words):
                     raise ValueError(f"document {index}: {len(words)} words but {len(spans)} word offsets")
+        if texts is not None and (word_offsets is None or len(texts) != len(word_lists)):
+            raise ValueError("texts need word_offsets, and one text per document")
         results: list[Keyphrases] = [[] for _ in word_lists]
         todo = [index for index, words in enumerate(word_lists) if len(words) > 0]
         bar = None
@@ -194,15 +228,17 @@ class KeyphraseExtractor:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
             chunk_offsets = None if word_offsets is None else [word_offsets[i] for i in chunk]
+            chunk_texts = None if texts is None else [texts[i] for i in chunk]
             for index, ranked in self._extract_chunk([word_lists[i] for i in chunk], top_k, batch_size, bar,
-                                                     chunk_offsets):
+                                                     chunk_offsets, chunk_texts):
                 results[chunk[index]] = ranked
         if bar is not None:
             bar.close()
         return results
 
     def _extract_chunk(self, word_lists: Sequence[Sequence[str]], top_k: int, batch_size: int, bar,
-                       word_offsets: Sequence[WordOffsets] | None) -> Iterable[tuple[int, Keyphrases]]:
+                       word_offsets: Sequence[WordOffsets | None] | None, texts: Sequence[str] | None
+                       ) -> Iterable[tuple[int, Keyphrases]]:
         records = [{"url": str(index), "doc_words": list(words), "start_end_pos": [], "stemmer": self.stemmer}
                    for index, words in enumerate(word_lists)]
         features = build_features(records, self.tokenizer, self.options)  # one batched tokenizer call
@@ -221,11 +257,15 @@ class KeyphraseExtractor:
                 for index, ranked in zip(indices, rank_batch(self.model, batch, documents, top_k, self.device, self.pooling)):
                     phrases = [" ".join(words) for words in ranked.phrases]
                     scores = [float(score) for score in ranked.scores]
-                    if word_offsets is None:
+                    spans = None if word_offsets is None else word_offsets[index]
+                    if spans is None:
                         yield index, list(zip(phrases, scores))
-                    else:
-                        found = occurrence_offsets(features[index], ranked.phrase_ids, word_offsets[index])
-                        yield index, list(zip(phrases, scores, found))
+                        continue
+                    found = occurrence_offsets(features[index], ranked.phrase_ids, spans)
+                    if texts is not None:
+                        phrases = [written_form(texts[index], where[0]) if where else phrase
+                                   for phrase, where in zip(phrases, found)]
+                    yield index, list(zip(phrases, scores, found))
                 if bar is not None:
                     bar.update(len(indices))
 

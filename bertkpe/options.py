@@ -98,6 +98,8 @@ class TrainOptions(DataOptions, DocumentOptions, RunOptions):
     model_class: str = "bert2joint"
     pretrain_model_type: str = DEFAULT_ENCODER
     pretrain_model_path: Optional[str] = None
+    init_checkpoint: Optional[str] = None
+    revision: Optional[str] = None
     max_token: int = 510
     max_phrase_words: int = 5
     rank_loss: str = "margin"
@@ -150,6 +152,7 @@ class TrainOptions(DataOptions, DocumentOptions, RunOptions):
 class TestOptions(DataOptions, DocumentOptions, RunOptions):
     run_mode: str = "test"
     eval_checkpoint: str = ""
+    revision: Optional[str] = None
     splits: list[str] = field(default_factory=lambda: ["dev", "eval"])
     model_class: Optional[str] = None
     pretrain_model_type: Optional[str] = None
@@ -161,6 +164,7 @@ class TestOptions(DataOptions, DocumentOptions, RunOptions):
 @dataclass
 class ExtractOptions:
     checkpoint: str = ""
+    revision: Optional[str] = None
     input: Optional[list[str]] = None
     format: str = "text"
     lines: bool = False
@@ -173,6 +177,7 @@ class ExtractOptions:
     resume: bool = False
     overwrite: bool = False
     offsets: bool = False
+    as_written: bool = True
     html: Optional[str] = None
     skip_bad_lines: bool = False
     device: Optional[str] = None
@@ -304,6 +309,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                        help="Hugging Face model id, local folder, or `default` (embedded MiniLM-L6)")
     group.add_argument("--pretrain_model_path", default=None,
                        help="folder holding a folder named --pretrain_model_type (the original toolkit's layout)")
+    group.add_argument("--init_checkpoint", default=None, metavar="DIR_OR_HUB_ID",
+                       help="start from a trained bertkpe checkpoint (folder or Hub id, its encoder and tokenizer "
+                            "included) instead of the pretrained encoder: fine-tuning, a new run; its "
+                            "--model_class and --max_phrase_words must be the checkpoint's")
+    group.add_argument("--revision", default=None,
+                       help="branch, tag or commit of the --init_checkpoint Hub id (default: main)")
     group.add_argument("--max_token", type=int, default=TRAIN.max_token,
                        help="sub-tokens per encoder window (cut at a word); at most the encoder's position limit")
     add_document_arguments(group)
@@ -376,7 +387,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run_mode", default="test", choices=("test",), help="accepted for compatibility")
     add_data_arguments(parser, "default: the checkpoint's")
-    parser.add_argument("--eval_checkpoint", required=True, help="checkpoint directory to evaluate")
+    parser.add_argument("--eval_checkpoint", required=True,
+                        help="checkpoint to evaluate: a folder, or a Hub model id (owner/name)")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub id (default: main)")
     parser.add_argument("--splits", nargs="+", default=TEST.splits, choices=("dev", "eval"))
     group = parser.add_argument_group("model (the checkpoint's own; given, each must match it)")
     group.add_argument("--model_class", choices=MODEL_CLASS_NAMES, default=None)
@@ -391,8 +404,10 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="DIR",
-                        help="checkpoint directory (config.json, model.safetensors, kpe_config.json, tokenizer)")
+    parser.add_argument("--checkpoint", required=True, metavar="DIR_OR_HUB_ID",
+                        help="checkpoint folder (config.json, model.safetensors, kpe_config.json, tokenizer) or "
+                             "Hub model id (owner/name), fetched into the Hugging Face cache")
+    parser.add_argument("--revision", default=None, help="branch, tag or commit of a Hub id (default: main)")
     parser.add_argument("--input", action="append", default=None, metavar="FILE",
                         help="input file, a directory of .txt (.jsonl) files, or - for stdin; may be repeated "
                              "(default: stdin)")
@@ -419,6 +434,9 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offsets", action="store_true",
                         help="give each keyphrase a third field: [start, end] of each occurrence in the text "
                              "(Python string indices)")
+    parser.add_argument("--as_written", action=argparse.BooleanOptionalAction, default=True,
+                        help="each phrase as the text writes it at its first occurrence (Web-Based Project); "
+                             "--no-as_written: its words as split, joined by spaces (Web Based Project)")
     parser.add_argument("--html", default=None, metavar="PAGE",
                         help="also write an HTML page of the documents with their keyphrases highlighted "
                              "(implies --offsets)")

@@ -42,7 +42,8 @@ from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
 from bertkpe.decoding import PhrasePooling
 from bertkpe.evaluation import Decoding, evaluate_split, format_split_scores, split_store
 from bertkpe.files import write_json
-from bertkpe.models import KeyphraseModel, build_model, load_model, model_type
+from bertkpe.hub import checkpoint_folder
+from bertkpe.models import KeyphraseModel, build_model, load_model, load_weights, model_type, read_kpe_config
 from bertkpe.options import MODEL_CLASS_NAMES, TrainOptions, as_dict, resolve_encoder, upgrade_train_options
 from bertkpe.runtime import Runtime, seed_everything, set_precision, setup_logging
 
@@ -59,13 +60,12 @@ def train(options: TrainOptions, given: set[str], runtime: Runtime) -> Path:
     if runtime.is_main and resume_from is None:
         write_json(run_dir / "options.json", as_dict(options))
     logger.info("run folder %s", run_dir)
-    encoder = resolve_encoder(options.pretrain_model_type, options.pretrain_model_path)
+    encoder = encoder_source(options)
     tokenizer = load_tokenizer(encoder)
     data = TrainingData.load(options, runtime, tokenizer, encoder)
     steps_per_epoch = math.ceil(data.micro_batches_per_epoch() / options.gradient_accumulation_steps)
     seed_everything(options.seed)
-    model = build_model(options.model_class, encoder, options.max_phrase_words, options.attention_dropout,
-                        options.hidden_dropout, **head_options(options)).to(runtime.device)
+    model = initial_model(options, encoder).to(runtime.device)
     training, total_steps, budget = build_training(model, options, steps_per_epoch, runtime)
     if resume_from is not None:
         checkpoints.restore_last(resume_from, model, training, runtime.rank, runtime.world_size)
@@ -210,6 +210,10 @@ class TrainingData:
                             persistent_workers=workers > 0, generator=torch.Generator().manual_seed(options.seed))
         return cls(documents, sampler, loader, dev, features, stemmers.pop())
 
+    def fingerprints(self) -> list[dict[str, Any]]:
+        """What trained, for the model card: each split's file and its store key."""
+        return [store.fingerprint() for store in self.documents.stores]
+
     def micro_batches_per_epoch(self) -> int:
         """This rank's micro-batches of an epoch: they hold windows, so their number depends
         on the documents' lengths."""
@@ -348,7 +352,9 @@ class Keeper:
         options = self.options
         return {"max_token": options.max_token, "dataset_class": options.dataset_class,
                 "dataset_name": options.data.name, "stemmer": self.data.stemmer,
-                "pretrain_model_type": options.pretrain_model_type}
+                "pretrain_model_type": options.pretrain_model_type,
+                "training": {"step": self.training.state.step, "data": self.data.fingerprints(),
+                             "options": as_dict(options)}}
 
     def save_last(self) -> None:
         """The resumable checkpoint, with every rank's RNG state; only after the steps it
@@ -383,7 +389,8 @@ class Keeper:
                 history.write(json.dumps({"step": state.step, "epoch": state.epoch, "tag": tag, **scores}) + "\n")
             if scores[metric] > state.best_score:
                 state.best_score, state.best_step = scores[metric], state.step
-                save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options())
+                save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options(),
+                                scores={"dev": scores})
                 write_json(self.run_dir / "best_dev_metrics.json", {"step": state.step, **scores})
                 latest.replace(self.run_dir / "predictions.dev.jsonl")
                 logger.info("new best %s = %.4f at step %d", metric, scores[metric], state.step)
@@ -459,6 +466,7 @@ class Keeper:
                             format_split_scores(scores))
         if runtime.is_main:
             write_json(self.run_dir / "metrics.json", metrics)
+            checkpoints.record_scores(self.run_dir / "best", metrics)
         return metrics
 
 
@@ -539,6 +547,8 @@ def prepare_run_dir(options: TrainOptions, given: set[str], runtime: Runtime
     if options.resume is None:
         if options.dataset_class is None:
             raise SystemExit("bertkpe train: --dataset_class is required (unless continuing a run with --resume)")
+        if options.init_checkpoint:
+            options = replace(options, pretrain_model_type=initial_encoder(options, given))
         check_options(options, runtime)
         name = options.run_name or f"{options.data.name}_{options.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
         # ranks reach this in different seconds, when rank 0 may already have written the
@@ -578,14 +588,54 @@ def check_options(options: TrainOptions, runtime: Runtime) -> None:
     against the encoder, mixed precision against the device, the head's own options."""
     options.resolve()
     try:
-        check_max_token_of(options.max_token, resolve_encoder(options.pretrain_model_type,
-                                                              options.pretrain_model_path))
+        check_max_token_of(options.max_token, encoder_source(options))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if options.fp16 and runtime.device.type != "cuda":
         raise SystemExit("error: --fp16 needs CUDA, which this process does not have: use --bf16 for mixed "
                          "precision on the CPU")
     head_options(options)
+
+
+def encoder_source(options: TrainOptions) -> str:
+    """The folder or Hub id the encoder and tokenizer come from: the pretrained encoder, or
+    the trained checkpoint training starts from."""
+    if options.init_checkpoint:
+        try:
+            return str(checkpoint_folder(options.init_checkpoint, options.revision))
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"error: --init_checkpoint {options.init_checkpoint}: {error}") from None
+    if options.revision is not None:
+        raise SystemExit("error: --revision applies to the --init_checkpoint Hub id (give the encoder's revision "
+                         "as part of a local folder instead)")
+    return resolve_encoder(options.pretrain_model_type, options.pretrain_model_path)
+
+
+def initial_encoder(options: TrainOptions, given: set[str]) -> str:
+    """The encoder name a run from --init_checkpoint records (the checkpoint's), after
+    refusing flags that contradict the checkpoint's head."""
+    kpe = read_kpe_config(encoder_source(options))
+    contradictions = [f"--{flag} {getattr(options, flag)} (the checkpoint has {kpe[flag]})"
+                      for flag in ("model_class", "max_phrase_words", "pretrain_model_type")
+                      if (flag in given or flag == "model_class") and str(getattr(options, flag)) != str(kpe[flag])]
+    if contradictions:
+        raise SystemExit(f"error: --init_checkpoint {options.init_checkpoint}: " + "; ".join(contradictions))
+    return str(kpe.get("pretrain_model_type") or options.pretrain_model_type)
+
+
+def initial_model(options: TrainOptions, encoder: str) -> KeyphraseModel:
+    """A new head over the pretrained encoder, or, from --init_checkpoint, the trained model
+    (its head and encoder weights) with this run's dropout."""
+    head = head_options(options)
+    if not options.init_checkpoint:
+        return build_model(options.model_class, encoder, options.max_phrase_words, options.attention_dropout,
+                           options.hidden_dropout, **head)
+    from transformers import AutoConfig
+
+    model = build_model(options.model_class, AutoConfig.from_pretrained(encoder), options.max_phrase_words,
+                        options.attention_dropout, options.hidden_dropout, **head)
+    load_weights(model, encoder)
+    return model
 
 
 # Training flags that are options of some heads, with the paper's value: the only one a

@@ -2,9 +2,11 @@
 output, bad input lines, and torchrun sharding, on a tiny random checkpoint."""
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import json
+import os
 import random
 import signal
 import subprocess
@@ -307,3 +309,55 @@ def test_offsets_and_html_page_stream_and_resume(capsys, checkpoint, tmp_path):
     code, err = extract(capsys, *common, "--resume")
     assert code == 0 and "2 already there" in err
     assert output.read_bytes() == whole and page.read_text(encoding="utf-8") == whole_page
+
+
+class FullDisk(io.RawIOBase):
+    """An output file on a disk that fills after `room` more bytes: what fits is written,
+    then every write fails with ENOSPC, as a full disk or quota does."""
+
+    def __init__(self, path: Path, room: int):
+        super().__init__()
+        self.file = open(path, "ab", buffering=0)
+        self.path, self.room = path, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        taken = min(len(data), self.room)
+        self.file.write(bytes(data[:taken]))
+        self.room -= taken
+        return taken
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
+def test_full_disk_names_the_file_and_resume_completes_it(capsys, checkpoint, corpus, reference, tmp_path,
+                                                          monkeypatch):
+    import bertkpe.corpus.output
+
+    output = tmp_path / "out.jsonl"
+    expected = reference.read_bytes()
+
+    def opener(path, mode="r", *args, **kwargs):
+        if Path(path) == output and mode == "ab":
+            return io.BufferedWriter(FullDisk(output, len(expected) // 2 + 7))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(bertkpe.corpus.output, "open", opener, raising=False)
+    assert extract_in_process(extract_argv(checkpoint, corpus, output)) == 2
+    err = capsys.readouterr().err
+    assert f"{output}: cannot write (No space left on device)" in err and "--resume to continue" in err
+    assert "Traceback" not in err
+    written = output.read_bytes()
+    assert len(written) == len(expected) // 2 + 7 and expected.startswith(written)  # a partial last line
+    monkeypatch.undo()
+    assert extract_in_process(extract_argv(checkpoint, corpus, output, "--resume")) == 0
+    assert output.read_bytes() == expected

@@ -229,6 +229,9 @@ def test_cli_bad_checkpoint_and_missing_file(tmp_path, capsys, checkpoint):
     path = tmp_path / "doc.txt"
     path.write_text("text", encoding="utf-8")
     code, _, err = run_cli(capsys, "--checkpoint", tmp_path / "nowhere", "--input", path)
-    assert code == 2 and err.startswith("error: ") and "kpe_config.json" in err
+    assert code == 2 and err.startswith("error: ") and f"no checkpoint folder at {tmp_path / 'nowhere'}" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "--checkpoint", tmp_path / "empty", "--input", path)
+    assert code == 2 and "not a bertkpe checkpoint directory (no kpe_config.json)" in err
     code, _, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", tmp_path / "missing.txt")
     assert code == 2 and "missing.txt: no such file" in err

@@ -14,12 +14,13 @@ from bertkpe.corpus import (STDIN, CorpusSummary, Document, Entry, OutputError, 
 from bertkpe.extractor import KeyphraseExtractor, default_device, keyphrase_record
 from bertkpe.files import LineError
 from bertkpe.html_page import HtmlPageWriter
+from bertkpe.hub import is_hub_id
 from bertkpe.options import ExtractOptions, add_extract_arguments, from_namespace
 from bertkpe.runtime import Runtime, setup_runtime, teardown_runtime
 
 
-RECORD_OPTIONS = ["input", "format", "lines", "checkpoint", "word_splitter", "top_k", "batch_size", "chunk_size",
-                  "offsets", "max_doc_tokens", "phrase_pooling", "int8"]
+RECORD_OPTIONS = ["input", "format", "lines", "checkpoint", "revision", "word_splitter", "top_k", "batch_size",
+                  "chunk_size", "offsets", "as_written", "max_doc_tokens", "phrase_pooling", "int8"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +36,8 @@ def record_options(options: ExtractOptions) -> dict:
     """What `--resume` compares with the output's sidecar; paths made absolute."""
     recorded = {name: getattr(options, name) for name in RECORD_OPTIONS}
     recorded["input"] = [source if source == STDIN else os.path.abspath(source) for source in options.input or [STDIN]]
-    recorded["checkpoint"] = os.path.abspath(options.checkpoint)
+    if os.path.exists(options.checkpoint) or not is_hub_id(options.checkpoint):
+        recorded["checkpoint"] = os.path.abspath(options.checkpoint)
     return recorded
 
 
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
         if message is not None:
             return _error(message) if runtime.is_main else 2
         try:
-            extractor = KeyphraseExtractor.from_pretrained(options.checkpoint, device=runtime.device,
+            extractor = KeyphraseExtractor.from_pretrained(options.checkpoint, revision=options.revision,
+                                                           device=runtime.device,
                                                            word_splitter=options.word_splitter,
                                                            max_doc_tokens=options.max_doc_tokens,
                                                            phrase_pooling=options.phrase_pooling, int8=options.int8)
@@ -98,7 +101,8 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
 
         def extract_chunk(documents: Sequence[Document]) -> list[dict]:
             keyphrases = extractor.extract([document.text for document in documents], top_k=options.top_k,
-                                           batch_size=options.batch_size, offsets=options.offsets)
+                                           batch_size=options.batch_size, offsets=options.offsets,
+                                           as_written=options.as_written)
             return [keyphrase_record(document.id, found) for document, found in zip(documents, keyphrases)]
 
         try:

@@ -29,6 +29,13 @@ class OutputError(Exception):
     """An output that may not be written or resumed (exit code 2)."""
 
 
+def write_failed(path: Path, error: OSError, complete: int) -> OutputError:
+    """A write that failed mid-run (a full disk, a quota): the complete records stay, a
+    partial last line is cut by `--resume`, which continues from there exactly."""
+    return OutputError(f"{path}: cannot write ({error.strerror or error}); its first {complete} records are "
+                       f"complete: make room and run the same command with --resume to continue")
+
+
 def resume_options_path(output: str | os.PathLike) -> Path:
     """The sidecar naming what an output was written from."""
     return Path(str(output) + ".resume.json")
@@ -100,10 +107,14 @@ class BadLineReport:
         elif self.path is None:
             print(f"warning: {bad} (skipped)", file=sys.stderr)
         else:
-            if self._stream is None:
-                self._stream = open(self.path, "ab")
-            self._stream.write((json.dumps(bad.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
-            self._stream.flush()
+            try:
+                if self._stream is None:
+                    self._stream = open(self.path, "ab")
+                self._stream.write((json.dumps(bad.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+                self._stream.flush()
+            except OSError as error:
+                self.abandon()
+                raise write_failed(self.path, error, self.count) from None
             self._unsynced = True
         self.seen += 1
 
@@ -115,13 +126,23 @@ class BadLineReport:
 
     def sync(self) -> None:
         if self._stream is not None and self._unsynced:
-            os.fsync(self._stream.fileno())
+            try:
+                os.fsync(self._stream.fileno())
+            except OSError as error:
+                self.abandon()
+                raise write_failed(self.path, error, self.count) from None
             self._unsynced = False
 
     def close(self) -> None:
         if self._stream is not None:
             self.sync()
             self._stream.close()
+            self._stream = None
+
+    def abandon(self) -> None:
+        """After a failed write: close without writing what is left (resume cuts a partial line)."""
+        if self._stream is not None:
+            abandon(self._stream)
             self._stream = None
 
 
@@ -198,20 +219,43 @@ class RecordFile:
             sys.stdout.write(text)
             sys.stdout.flush()
         else:
-            self._stream.write(text.encode("utf-8"))
-            self._stream.flush()
-            if time.monotonic() - self._synced_at >= SYNC_SECONDS:
-                os.fsync(self._stream.fileno())
-                self._synced_at = time.monotonic()
+            try:
+                self._stream.write(text.encode("utf-8"))
+                self._stream.flush()
+                if time.monotonic() - self._synced_at >= SYNC_SECONDS:
+                    os.fsync(self._stream.fileno())
+                    self._synced_at = time.monotonic()
+            except OSError as error:
+                self.abandon()
+                raise write_failed(self.path, error, self.records) from None
         self.written += len(records)
 
     def close(self) -> None:
         if self._stream is not None:
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
+            try:
+                self._stream.flush()
+                os.fsync(self._stream.fileno())
+            except OSError as error:
+                self.abandon()
+                raise write_failed(self.path, error, self.records) from None
             self._stream.close()
             self._stream = None
         self.report.close()
+
+    def abandon(self) -> None:
+        """After a failed write: close without writing what is left (resume cuts a partial line)."""
+        if self._stream is not None:
+            abandon(self._stream)
+            self._stream = None
+        self.report.abandon()
+
+
+def abandon(stream: IO[bytes]) -> None:
+    """Close a file whose buffer cannot be written: the flush fails again, the file closes anyway."""
+    try:
+        stream.close()
+    except OSError:
+        pass
 
 
 def _check_options(path: Path, sidecar: Path, options: dict) -> None:

@@ -182,6 +182,15 @@ class FeatureStore(Sequence[DocumentFeatures]):
     def __len__(self) -> int:
         return int(self.meta["documents"])
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What the store was built from: its split file (size, and the folder it was
+        preprocessed from where recorded) and its key, which hashes the file's bytes."""
+        source = Path(self.meta["source"])
+        stats = source.parent / "preprocess_stats.json"
+        origin = json.loads(stats.read_text()).get("source") if stats.is_file() else None
+        return {"file": source.name, "source": origin, "bytes": int(self.meta["source_bytes"]),
+                "documents": len(self), "store_key": self.folder.name.rsplit(".", 1)[-1]}
+
     def span(self, unit: str, index: int) -> tuple[int, int]:
         offsets = self.arrays[f"offsets.{unit}"]
         return int(offsets[index]), int(offsets[index + 1])
