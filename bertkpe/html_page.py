@@ -1,4 +1,4 @@
-"""One self-contained HTML page of documents with their keyphrases highlighted in place.
+"""Self-contained HTML pages of documents with their keyphrases highlighted in place.
 
     with HtmlPageWriter("keyphrases.html") as page:
         for doc_id, text in documents:
@@ -12,16 +12,26 @@ document index sits on the left. Documents are written as they are added, so a
 streaming extraction can feed the page without holding the corpus; the index follows
 at `close()`.
 
-Documents are untrusted: every piece of text is escaped, ids of elements are made here
-(never from document ids), and the page loads nothing: CSS and JS are inline and a
-Content-Security-Policy forbids any other source.
+A browser lays out and styles every element of a page before it is usable, so one page
+per corpus stops opening at some size (10,000 abstracts: 28 MB, 70 s in headless
+Chromium). Sections off screen are skipped until scrolled to (`content-visibility`), and
+written to a path, a corpus of more than `documents_per_page` documents becomes pages
+`STEM-1.html`, `STEM-2.html`, ... beside it, each finished as the next one starts, and
+the path itself becomes the index of those pages at `close()`.
+
+Without scripts the page shows the same text, highlights and lists, and hides only the
+controls that need a script. Documents are untrusted: every piece of text is escaped,
+ids of elements are made here (never from document ids), and the page loads nothing:
+CSS and JS are inline and a Content-Security-Policy forbids any other source.
 """
 from __future__ import annotations
 
 import html
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
+from urllib.parse import quote
 
 Offsets = Sequence[Sequence[int]]  # [start, end] of each occurrence, Python str indices of the text
 
@@ -29,26 +39,38 @@ Offsets = Sequence[Sequence[int]]  # [start, end] of each occurrence, Python str
 # occurrences nest, the overlap is darker and each one's extent stays visible.
 FAINTEST, STRONGEST = 0.15, 0.75
 
+# Documents of one page, when written to a path: 1,000 abstracts are about 3 MB, open in
+# about 2 s; of long documents (papers), pass fewer.
+DOCUMENTS_PER_PAGE = 1000
+
 _STYLE = """
 *{box-sizing:border-box}
 html{scroll-padding-top:3rem}
 body{margin:0;font:15px/1.55 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d1d1f;background:#f4f4f1;
  display:grid;grid-template-columns:minmax(12rem,17rem) 1fr}
-header{grid-column:2;padding:1rem 1.5rem .5rem}
+header{grid-column:2;position:relative;padding:1rem 15rem .5rem 1.5rem}
 header h1{font-size:1.3rem;margin:0 0 .3rem}
 header p{margin:.2rem 0;color:#555}
-header button{font:inherit;font-size:.85rem;margin-right:.4rem;padding:.1rem .6rem}
+.tools{position:absolute;top:1rem;right:1.5rem;width:13rem;text-align:right;font-size:.8rem}
+.tools button{font:inherit;margin-left:.4rem;padding:.1rem .6rem}
 .legend mark{padding:0 .4rem}
 main{grid-column:2;padding:0 1.5rem 40vh;min-width:0}
 nav{grid-column:1;grid-row:1/span 2;position:sticky;top:0;height:100vh;overflow:auto;background:#e9e9e4;
  border-right:1px solid #d3d3cc;padding:.8rem .6rem;font-size:.85rem}
 nav h2{font-size:.8rem;text-transform:uppercase;letter-spacing:.05em;color:#666;margin:0 0 .4rem}
-nav ol{margin:0;padding-left:2.2rem}
+nav ol{margin:0}
 nav li{margin:.15rem 0}
 nav a{color:#1d1d1f;text-decoration:none;overflow-wrap:anywhere}
 nav a:hover{text-decoration:underline}
 nav .top{color:#777}
-details.doc{background:#fff;border:1px solid #d8d8d2;border-radius:6px;margin:0 0 1rem}
+nav .pages{display:flex;flex-wrap:wrap;gap:.2rem .8rem;margin:0 0 .8rem}
+body.index{display:block}
+.index header{padding-right:1.5rem}
+.index main{padding-bottom:2rem}
+.page-list li{margin:.3rem 0}
+.page-list .meta{color:#777;margin:0 .6rem}
+details.doc{content-visibility:auto;contain-intrinsic-size:auto 24rem;background:#fff;border:1px solid #d8d8d2;
+ border-radius:6px;margin:0 0 1rem}
 details.doc>summary{cursor:pointer;padding:.5rem .9rem;font-weight:600;border-bottom:1px solid #eee}
 details.doc>summary .meta{font-weight:400;color:#777;font-size:.85rem;margin-left:.6rem}
 .panes{display:grid;grid-template-columns:minmax(0,1fr) minmax(14rem,22rem)}
@@ -209,49 +231,144 @@ def render_document(number: int, doc_id: Any, text: str, keyphrases: Sequence[Se
             f'<div class="panes"><div class="text" tabindex="0">{body}</div>{ranked}</div></details>\n')
 
 
+def _head(title: str, body_class: str = "") -> str:
+    """Everything up to `<body>`; without scripts, the controls that need one are hidden."""
+    body = f' class="{body_class}"' if body_class else ""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f'<title>{_escape(title)}</title><style>{_STYLE}</style>'
+            f'<noscript><style>.needs-script{{display:none}}</style></noscript></head><body{body}>\n')
+
+
+def _page_header(title: str) -> str:
+    """The heading, the legend and the controls (placed out of the flow, so that hiding them moves nothing)."""
+    return (f'<header><h1>{_escape(title)}</h1>'
+            f'<p class="legend">Highlights are shaded by rank: <mark class="kp" style="--shade:{STRONGEST}">best</mark> '
+            f'… <mark class="kp" style="--shade:{FAINTEST}">last</mark>; the small number is the rank. '
+            f'Click a phrase to jump to its first occurrence.</p>'
+            f'<div class="tools needs-script"><button type="button" id="expand-all">Expand all</button>'
+            f'<button type="button" id="collapse-all">Collapse all</button>'
+            f'<p>Hover a phrase to outline all its occurrences.</p></div></header>\n<main>\n')
+
+
+def _href(path: Path) -> str:
+    """A link to a sibling file of the page."""
+    return _escape(quote(path.name))
+
+
+@dataclass
+class _Page:
+    number: int
+    first: int  # number of its first document in the corpus
+    first_id: str = ""
+    last_id: str = ""
+    documents: int = 0
+
+
 class HtmlPageWriter:
     """Writes the page to a path or an open text stream, one document per `add()`.
 
-    Use as a context manager, or call `close()`: the index and the script come last.
+    Written to a path, more than `documents_per_page` documents (None: no limit) are split
+    into pages of that many beside it, and the path becomes their index; a stream gets one
+    page. Use as a context manager, or call `close()`: each page's index and script come last.
     """
 
-    def __init__(self, out: str | os.PathLike | TextIO, title: str = "Keyphrases"):
-        self._owns = not hasattr(out, "write")
-        self._out: TextIO = open(out, "w", encoding="utf-8", errors="replace") if self._owns else out
-        self._index: list[str] = []
+    def __init__(self, out: str | os.PathLike | TextIO, title: str = "Keyphrases",
+                 documents_per_page: int | None = DOCUMENTS_PER_PAGE):
+        if documents_per_page is not None and documents_per_page < 1:
+            raise ValueError(f"documents_per_page must be at least 1 (or None), got {documents_per_page}")
+        self._path = None if hasattr(out, "write") else Path(os.fspath(out))
+        self._out: TextIO = self._open(self._path) if self._path is not None else out
+        self._title = title
+        self._per_page = documents_per_page if self._path is not None else None
+        self._page = _Page(number=1, first=1)
+        self._finished: list[_Page] = []  # every page before the current one, for the index
+        self._index: list[str] = []  # the current page's entries
         self._closed = False
-        self._out.write(
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{_POLICY}">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f'<title>{_escape(title)}</title><style>{_STYLE}</style></head><body>\n'
-            f'<header><h1>{_escape(title)}</h1>'
-            f'<p class="legend">Highlights are shaded by rank: <mark class="kp" style="--shade:{STRONGEST}">best</mark> '
-            f'… <mark class="kp" style="--shade:{FAINTEST}">last</mark>; the small number is the rank. '
-            f'Click a phrase to jump to its first occurrence; hover it to outline them all.</p>'
-            f'<p><button type="button" id="expand-all">Expand all</button>'
-            f'<button type="button" id="collapse-all">Collapse all</button></p></header>\n<main>\n')
+        self._out.write(_head(title) + _page_header(title))
+
+    @staticmethod
+    def _open(path: Path) -> TextIO:
+        return open(path, "w", encoding="utf-8", errors="replace")
+
+    def _page_path(self, number: int) -> Path:
+        assert self._path is not None
+        return self._path.with_name(f"{self._path.stem}-{number}{self._path.suffix}")
 
     def add(self, doc_id: Any, text: str, keyphrases: Sequence[Sequence[Any]]) -> None:
         """Append one document; `keyphrases` are (phrase, score, [[start, end], ...]) entries, best first."""
         if self._closed:
             raise ValueError("the page is closed")
-        number = len(self._index) + 1
-        self._out.write(render_document(number, doc_id, text, keyphrases))
+        number = self._page.first + self._page.documents
+        section = render_document(number, doc_id, text, keyphrases)
+        if self._page.documents == self._per_page:
+            self._next_page()
+        page = self._page
+        self._out.write(section)
+        if not page.documents:
+            page.first_id = str(doc_id)
+        page.last_id = str(doc_id)
+        page.documents += 1
         top = f' <span class="top">{_escape(str(keyphrases[0][0]))}</span>' if keyphrases else ""
         self._index.append(f'<li><a href="#doc-{number}">{_escape(str(doc_id))}</a>{top}</li>')
+
+    def _next_page(self) -> None:
+        """Finish the current page and start the next; the first one moves from the path to `STEM-1`."""
+        assert self._path is not None
+        finished = self._page
+        self._finish_page(has_next=True)
+        self._out.close()
+        if finished.number == 1:
+            os.replace(self._path, self._page_path(1))
+        self._finished.append(finished)
+        self._page = _Page(number=finished.number + 1, first=finished.first + finished.documents)
+        self._index = []
+        self._out = self._open(self._page_path(self._page.number))
+        heading = f"{self._title} — page {self._page.number}"
+        self._out.write(_head(heading) + _page_header(heading))
+
+    def _finish_page(self, has_next: bool) -> None:
+        page = self._page
+        if self._path is not None and (self._finished or has_next):
+            links = [f'<a href="{_href(self._path)}">All pages</a>']
+            if page.number > 1:
+                links.append(f'<a href="{_href(self._page_path(page.number - 1))}">← page {page.number - 1}</a>')
+            if has_next:
+                links.append(f'<a href="{_href(self._page_path(page.number + 1))}">page {page.number + 1} →</a>')
+            heading = (f'<p class="pages">{"".join(links)}</p><h2>Page {page.number}: documents '
+                       f'{page.first:,}–{page.first + page.documents - 1:,}</h2>')
+        else:
+            heading = f'<h2>{page.documents} document{"" if page.documents == 1 else "s"}</h2>'
+        room = len(str(page.first + page.documents - 1)) * .6 + 1  # for the list's numbers, up to 7 digits
+        self._out.write(f'</main>\n<nav>{heading}<ol start="{page.first}" style="padding-left:{room:.1f}em">'
+                        f'{"".join(self._index)}</ol></nav>\n<script>{_SCRIPT}</script></body></html>\n')
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        count = len(self._index)
-        self._out.write(f'</main>\n<nav><h2>{count} document{"" if count == 1 else "s"}</h2>'
-                        f'<ol>{"".join(self._index)}</ol></nav>\n<script>{_SCRIPT}</script></body></html>\n')
-        if self._owns:
-            self._out.close()
-        else:
+        self._finish_page(has_next=False)
+        if self._path is None:
             self._out.flush()
+            return
+        self._out.close()
+        if self._finished:
+            self._finished.append(self._page)
+            self._write_index(self._path)
+
+    def _write_index(self, path: Path) -> None:
+        """The page of links to every page, with the range of documents each holds."""
+        pages, documents = self._finished, sum(page.documents for page in self._finished)
+        items = "".join(
+            f'<li><a href="{_href(self._page_path(page.number))}">Page {page.number}</a>'
+            f'<span class="meta">documents {page.first:,}–{page.first + page.documents - 1:,}</span>'
+            f'<span class="doc-id">{_escape(page.first_id)}</span> … '
+            f'<span class="doc-id">{_escape(page.last_id)}</span></li>' for page in pages)
+        with self._open(path) as out:
+            out.write(f'{_head(self._title, "index")}<header><h1>{_escape(self._title)}</h1>'
+                      f'<p>{documents:,} documents in {len(pages)} pages of up to {self._per_page:,}.</p></header>\n'
+                      f'<main><ol class="page-list">{items}</ol></main></body></html>\n')
 
     def __enter__(self) -> "HtmlPageWriter":
         return self
@@ -261,8 +378,8 @@ class HtmlPageWriter:
 
 
 def write_html_page(path: str | os.PathLike, records: Iterable[tuple[Any, str, Sequence[Sequence[Any]]]],
-                    title: str = "Keyphrases") -> None:
-    """The page of (id, text, keyphrases with offsets) records, in order."""
-    with HtmlPageWriter(path, title) as page:
+                    title: str = "Keyphrases", documents_per_page: int | None = DOCUMENTS_PER_PAGE) -> None:
+    """The page (or pages and their index) of (id, text, keyphrases with offsets) records, in order."""
+    with HtmlPageWriter(path, title, documents_per_page) as page:
         for doc_id, text, keyphrases in records:
             page.add(doc_id, text, keyphrases)

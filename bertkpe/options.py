@@ -17,6 +17,7 @@ from typing import Any, Optional, TypeVar
 
 from bertkpe.data.preprocessed import PreprocessedData
 from bertkpe.dataset_classes import DATASET_CLASSES, WORD_SPLITTERS
+from bertkpe.html_page import DOCUMENTS_PER_PAGE
 
 MODEL_CLASS_NAMES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
 DEFAULT_ENCODER = "default"
@@ -179,6 +180,7 @@ class ExtractOptions:
     offsets: bool = False
     as_written: bool = True
     html: Optional[str] = None
+    html_documents_per_page: int = DOCUMENTS_PER_PAGE
     skip_bad_lines: bool = False
     device: Optional[str] = None
     word_splitter: Optional[str] = None
@@ -440,6 +442,9 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", default=None, metavar="PAGE",
                         help="also write an HTML page of the documents with their keyphrases highlighted "
                              "(implies --offsets)")
+    parser.add_argument("--html_documents_per_page", type=int, default=EXTRACT.html_documents_per_page,
+                        metavar="N", help="above N documents, --html PAGE becomes an index of pages of N "
+                                          "documents each (0: one page, however many)")
     parser.add_argument("--skip_bad_lines", action="store_true",
                         help="skip input lines that are not UTF-8, not JSON or have no string 'text', listing "
                              "them in OUTPUT.bad_lines.jsonl (stderr without --output); default: stop at the first")

@@ -70,6 +70,8 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
     options.offsets = options.offsets or options.html is not None
     if options.top_k < 1 or options.batch_size < 1 or options.chunk_size < 1:
         return _error("--top_k, --batch_size and --chunk_size must be at least 1")
+    if options.html_documents_per_page < 0:
+        return _error("--html_documents_per_page must be at least 0 (0: one page)")
     if options.resume and options.overwrite:
         return _error("choose one of --resume and --overwrite")
     if (options.resume or options.overwrite) and not options.output:
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
             return [keyphrase_record(document.id, found) for document, found in zip(documents, keyphrases)]
 
         try:
-            page = HtmlPageWriter(options.html) if options.html is not None and runtime.is_main else None
+            page = HtmlPageWriter(options.html, documents_per_page=options.html_documents_per_page or None) \
+                if options.html is not None and runtime.is_main else None
         except OSError as error:
             output.close()
             return _error(f"{options.html}: cannot write ({error.strerror or error})")
