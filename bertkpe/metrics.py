@@ -7,11 +7,15 @@ and `bertkpe score`.
   document counts in the mean. Where a document has no reference left the official
   script divides by zero; here its R@k (and so F1@k) is 0, and it still counts.
 - ``kp20k``: the stemmed protocol of the KP20K literature (as in the original BERT-KPE
-  scorer): lower-case, unicode NFD, punctuation split off words, a prediction matches if
-  its text or its stemmed text (Porter unless told otherwise) equals a reference's text or
-  stemmed text. Both sides are de-duplicated by stem (first kept), k = 1, 3, 5, 10, and
-  documents without a reference are counted and reported but left out of the mean.
-  References are all gold keyphrases unless present-only scoring is asked for.
+  scorer): both sides are first split into words by the dataset class's word splitter
+  (the KP20K tokenizer unless told otherwise), the one that made the preprocessed
+  references and the documents' words, so a phrase scores the same whether it is given
+  as those words ("web based") or as written ("Web-Based"); then lower-case, unicode
+  NFD, punctuation split off words, a prediction matches if its text or its stemmed text
+  (Porter unless told otherwise) equals a reference's text or stemmed text. Both sides
+  are de-duplicated by stem (first kept), k = 1, 3, 5, 10, and documents without a
+  reference are counted and reported but left out of the mean. References are all gold
+  keyphrases unless present-only scoring is asked for.
 
 Papers also differ in present-only vs all references, macro vs micro averaging, the
 cut-offs (F1@k, F1@M over all predictions, F1@O at the number of gold phrases) and what
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 from bertkpe.data.matching import get_normalizer
+from bertkpe.data.sources import WORD_SPLITTERS, WordSplitter
 from bertkpe.files import LineError, json_lines
 
 PROTOCOLS = ("openkp", "kp20k")
@@ -46,6 +51,7 @@ AVERAGINGS = ("macro", "micro")
 EMPTY_DOCUMENT_POLICIES = ("count", "drop")
 DEFAULT_STEMMER = {"openkp": None, "kp20k": "porter"}
 DEFAULT_EMPTY_DOCUMENTS = {"openkp": "count", "kp20k": "drop"}
+DEFAULT_WORD_SPLITTER = {"openkp": "whitespace", "kp20k": "kp20k"}
 
 # A keyphrase is a list of words; a plain string is split on whitespace.
 Phrase = Union[str, Sequence[str]]
@@ -56,6 +62,12 @@ K = Union[int, str]
 
 def _words(phrase: Phrase) -> Sequence[str]:
     return phrase.split() if isinstance(phrase, str) else phrase
+
+
+def _splitter(name: str) -> WordSplitter:
+    """The word splitter `name`, a key of WORD_SPLITTERS."""
+    _require_one_of("word_splitter", name, tuple(WORD_SPLITTERS))
+    return WORD_SPLITTERS[name]
 
 
 def _dedup(items: Sequence[str]) -> list[str]:
@@ -79,15 +91,18 @@ def check_k(k: object) -> K:
 @dataclasses.dataclass(frozen=True)
 class ScoringConfig:
     """One scoring convention. A field left None takes its protocol's default, so
-    ``ScoringConfig("kp20k")`` scores exactly as the protocol always has.
+    ``ScoringConfig("kp20k")`` scores as the module's description of the protocol says.
 
     ``stemmer`` (kp20k only) is a `get_normalizer` name: a corpus in another language
     must be matched with its own stemmer. ``references="present"`` keeps the references
     that occur in the document (kp20k only; needs the documents' words). ``ks`` mixes
     integers with "M" and "O". ``empty_documents`` says whether a document without a
     reference is counted with zero scores ("count", the official OpenKP script) or left
-    out ("drop", the KP20K literature). ``ScoringConfig(**config.to_dict())`` rebuilds a
-    recorded configuration.
+    out ("drop", the KP20K literature). ``word_splitter`` (kp20k only; a key of
+    `WORD_SPLITTERS`, "kp20k" unless told) splits predictions, references and documents
+    into words alike before matching, as the dataset class split its text; the openkp
+    protocol reads word lists, or splits on whitespace, as the official script does.
+    ``ScoringConfig(**config.to_dict())`` rebuilds a recorded configuration.
     """
 
     protocol: str
@@ -96,6 +111,7 @@ class ScoringConfig:
     averaging: str = "macro"
     ks: Optional[Sequence[K]] = None
     empty_documents: Optional[str] = None
+    word_splitter: Optional[str] = None
 
     def __post_init__(self) -> None:
         _require_one_of("protocol", self.protocol, PROTOCOLS)
@@ -108,6 +124,9 @@ class ScoringConfig:
             if self.references == "present":
                 raise ValueError("present-only scoring applies to the kp20k protocol only: the openkp "
                                  "protocol scores against every reference, as the official script does")
+            if self.word_splitter not in (None, "whitespace"):
+                raise ValueError("the openkp protocol splits phrases on whitespace, as the official script does: "
+                                 "a word splitter applies to the kp20k protocol only")
         stemmer = DEFAULT_STEMMER[self.protocol] if self.stemmer is None else self.stemmer
         if stemmer is not None:
             get_normalizer(stemmer)
@@ -119,6 +138,8 @@ class ScoringConfig:
         object.__setattr__(self, "stemmer", stemmer)
         object.__setattr__(self, "ks", ks)
         object.__setattr__(self, "empty_documents", empty_documents)
+        object.__setattr__(self, "word_splitter", self.word_splitter or DEFAULT_WORD_SPLITTER[self.protocol])
+        _splitter(self.word_splitter)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-ready values, to record next to the scores."""
@@ -291,49 +312,58 @@ def _token_stemmer(stemmer: str) -> Callable[[str], str]:
     return stem_composed
 
 
-def _kp20k_forms(phrase: Phrase, stem: Callable[[str], str]) -> Optional[_Forms]:
-    tokens = _kp20k_tokens(" ".join(_words(phrase)))
+def _split_tokens(words: Sequence[str], split: WordSplitter) -> list[str]:
+    """`words` re-split by the dataset class's splitter, then into `_kp20k_tokens`. The
+    splitters never join across whitespace and give their own words back unchanged, so
+    words they made stay as they are, while "Web-Based" reads as KP20K's "Web Based"."""
+    return _kp20k_tokens(" ".join(split(" ".join(words))))
+
+
+def _kp20k_forms(phrase: Phrase, stem: Callable[[str], str], split: WordSplitter) -> Optional[_Forms]:
+    tokens = _split_tokens(_words(phrase), split)
     if not tokens:
         return None
     return _Forms(" ".join(tokens), " ".join(stem(token) for token in tokens))
 
 
-def _dedup_by_stem(phrases: Sequence[Phrase], stem: Callable[[str], str]) -> list[_Forms]:
+def _dedup_by_stem(phrases: Sequence[Phrase], stem: Callable[[str], str], split: WordSplitter) -> list[_Forms]:
     """Normalised, non-empty phrases, de-duplicated by stemmed form (first kept)."""
     unique: dict[str, _Forms] = {}
     for phrase in phrases:
-        forms = _kp20k_forms(phrase, stem)
+        forms = _kp20k_forms(phrase, stem, split)
         if forms is not None:
             unique.setdefault(forms.stem, forms)
     return list(unique.values())
 
 
-def _stemmed_document(doc_words: Sequence[str], stem: Callable[[str], str]) -> str:
+def _stemmed_document(doc_words: Sequence[str], stem: Callable[[str], str], split: WordSplitter) -> str:
     """Stemmed document tokens padded with spaces, so phrase presence is a substring test."""
-    return " " + " ".join(stem(token) for word in doc_words for token in _kp20k_tokens(word)) + " "
+    return " " + " ".join(stem(token) for token in _split_tokens(doc_words, split)) + " "
 
 
 def _judge_kp20k(predictions: Sequence[Phrase], references: Sequence[Phrase], stemmer: str,
-                 doc_words: Optional[Sequence[str]]) -> _Judged:
+                 doc_words: Optional[Sequence[str]], word_splitter: str) -> _Judged:
     stem = _token_stemmer(stemmer)
-    gold = _dedup_by_stem(references, stem)
+    split = _splitter(word_splitter)
+    gold = _dedup_by_stem(references, stem, split)
     if doc_words is not None:
-        document = _stemmed_document(doc_words, stem)
+        document = _stemmed_document(doc_words, stem, split)
         gold = [forms for forms in gold if f" {forms.stem} " in document]
     targets = {form for forms in gold for form in forms}
-    matches = [forms.text in targets or forms.stem in targets for forms in _dedup_by_stem(predictions, stem)]
+    matches = [forms.text in targets or forms.stem in targets for forms in _dedup_by_stem(predictions, stem, split)]
     return _Judged(matches, len(gold))
 
 
 def document_scores_kp20k(predictions: Sequence[Phrase], references: Sequence[Phrase],
                           ks: Sequence[K] = KP20K_KS, doc_words: Optional[Sequence[str]] = None,
-                          stemmer: str = "porter") -> Optional[Scores]:
+                          stemmer: str = "porter", word_splitter: str = "kp20k") -> Optional[Scores]:
     """One document's stemmed F1/P/R@k; None when it has no reference to score against.
 
     With `doc_words`, only references whose stemmed tokens occur contiguously in the
     stemmed document count (present-only scoring, as the original toolkit reported).
+    `word_splitter` names the splitter applied to both sides and to the document.
     """
-    judged = _judge_kp20k(predictions, references, stemmer, doc_words)
+    judged = _judge_kp20k(predictions, references, stemmer, doc_words, word_splitter)
     return _document_scores(judged, ks) if judged.num_references else None
 
 
@@ -343,7 +373,7 @@ def _judge(config: ScoringConfig, predictions: Sequence[Phrase], references: Seq
            doc_words: Optional[Sequence[str]]) -> _Judged:
     if config.protocol == "openkp":
         return _judge_openkp(predictions, references)
-    return _judge_kp20k(predictions, references, config.stemmer, doc_words)
+    return _judge_kp20k(predictions, references, config.stemmer, doc_words, config.word_splitter)
 
 
 def _scores(predictions: Keyphrases, references: Keyphrases, config: ScoringConfig,

@@ -109,28 +109,35 @@ def test_offsets_list_and_slice_every_occurrence(model, name):
     plain = kx.extract(MESSY, top_k=10_000)
     located = kx.extract(MESSY, top_k=10_000, offsets=True)
     assert [(phrase, score) for phrase, score, _ in located] == plain and all(len(entry) == 2 for entry in plain)
+    as_split = kx.extract(MESSY, top_k=10_000, offsets=True, as_written=False)
+    assert [(score, offsets) for _, score, offsets in as_split] == [(score, offsets) for _, score, offsets in located]
     split = get_word_splitter(name)
     repeated = 0
-    for phrase, _, offsets in located:
+    for (written, _, offsets), (phrase, _, _) in zip(located, as_split):
         assert offsets == expected_offsets(name, MESSY, phrase), phrase
         for start, end in offsets:
             assert normalize(split(MESSY[start:end]), STEMMER[name]) == normalize(phrase.split(" "), STEMMER[name])
         first_start, first_end = offsets[0]
         assert " ".join(split(MESSY[first_start:first_end])) == phrase
+        assert written == " ".join(MESSY[first_start:first_end].split())  # as written, spaces read as one
         repeated += len(offsets) > 1
     assert repeated >= 3
 
 
 def test_accented_phrase_offsets_in_nfd_text(model):
-    located = {phrase: offsets for phrase, _, offsets in extractor(model, "liaad").extract(
-        MESSY, top_k=10_000, offsets=True)}
+    kx = extractor(model, "liaad")
+    located = {phrase: offsets for phrase, _, offsets in kx.extract(MESSY, top_k=10_000, offsets=True,
+                                                                     as_written=False)}
     nfd = [unicodedata.normalize("NFD", written)
            for written in ("Réseaux neuronaux", "réseaux neuronaux", "Réseaux   Neuronaux")]
-    assert [MESSY[start:end] for start, end in located["Réseaux neuronaux"]] == nfd  # the phrase itself is NFC
+    assert [MESSY[start:end] for start, end in located["Réseaux neuronaux"]] == nfd  # the words are NFC
     assert [MESSY[start:end] for start, end in located["prémier"]] == ["pré\u00admier"]
     assert [MESSY[start:end] for start, end in located["Réseaux neuronaux profonds"]] == [
         unicodedata.normalize("NFD", "Réseaux neuronaux\tprofonds"),
         unicodedata.normalize("NFD", "Réseaux   Neuronaux\t\tprofonds")]
+    written = [phrase for phrase, _ in kx.extract(MESSY, top_k=10_000)]
+    assert nfd[0] in written and "pré\u00admier" in written and "prémier" not in written  # as the text has them
+    assert unicodedata.normalize("NFD", "Réseaux neuronaux profonds") in written
 
 
 def test_stemmed_variants_are_occurrences_of_one_phrase(model):

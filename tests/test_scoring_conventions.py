@@ -161,12 +161,13 @@ def test_recorded_configuration():
     config = ScoringConfig("kp20k", stemmer="french", averaging="micro", ks=[5, "M", "O"])
     recorded = metrics.score(PREDICTIONS, REFERENCES, config)["scoring"]
     assert recorded == {"protocol": "kp20k", "stemmer": "french", "references": "all", "averaging": "micro",
-                        "ks": [5, "M", "O"], "empty_documents": "drop"}
+                        "ks": [5, "M", "O"], "empty_documents": "drop", "word_splitter": "kp20k"}
     assert ScoringConfig(**json.loads(json.dumps(recorded))) == config
     assert ScoringConfig("openkp").to_dict() == {"protocol": "openkp", "stemmer": None, "references": "all",
-                                                 "averaging": "macro", "ks": [1, 3, 5], "empty_documents": "count"}
-    assert ScoringConfig("kp20k").describe() == \
-        "protocol=kp20k stemmer=porter references=all averaging=macro ks=1,3,5,10 empty_documents=drop"
+                                                 "averaging": "macro", "ks": [1, 3, 5], "empty_documents": "count",
+                                                 "word_splitter": "whitespace"}
+    assert ScoringConfig("kp20k").describe() == ("protocol=kp20k stemmer=porter references=all averaging=macro "
+                                                 "ks=1,3,5,10 empty_documents=drop word_splitter=kp20k")
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -211,7 +212,7 @@ def test_cli_switches_round_trip(files, capsys):
     # Present references: d1 alpha gamma (matches 1 0 1 0), d2 none (matches 0 0), empty none (0).
     # Micro, all three documents counted, 2 references: hits over cut-offs, hits over 2.
     scoring = {"protocol": "kp20k", "stemmer": "porter", "references": "present", "averaging": "micro",
-               "ks": [1, 3, "M", "O"], "empty_documents": "count"}
+               "ks": [1, 3, "M", "O"], "empty_documents": "count", "word_splitter": "kp20k"}
     assert json.loads(files["out"].read_text()) == approx({
         **table(KS, [(F(2, 5), F(1, 3), F(1, 2)),  # 1 over 1+1+1; F1 2(1/6)/(5/6)
                      (F(4, 11), F(2, 9), 1),  # 2 over 3+3+3; F1 2(2/9)/(11/9)
@@ -220,7 +221,8 @@ def test_cli_switches_round_trip(files, capsys):
         "num_docs": 3, "num_docs_without_reference": 2, "scoring": scoring})
     printed = capsys.readouterr().out
     assert printed.startswith("scoring: protocol=kp20k stemmer=porter references=present averaging=micro "
-                              "ks=1,3,M,O empty_documents=count\n3 documents, 2 without reference (counted as zeros)")
+                              "ks=1,3,M,O empty_documents=count word_splitter=kp20k\n"
+                              "3 documents, 2 without reference (counted as zeros)")
     assert "  @M  0.4444  0.2857  1.0000" in printed and "  @O  0.5000  0.5000  0.5000" in printed
 
 

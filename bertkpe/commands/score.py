@@ -1,6 +1,8 @@
 """`bertkpe score`: score a predictions file against a reference file, under a protocol,
 a named preset or a dataset class's scoring, with each convention papers differ in as a
-switch."""
+switch. Under the kp20k protocol both files' phrases, as word lists or as written, are
+split into words by one word splitter (the dataset class's, else the KP20K tokenizer), so
+gold keyphrases as published score as their preprocessed references do."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bertkpe.dataset_classes import dataset_class
+from bertkpe.dataset_classes import WORD_SPLITTERS, dataset_class
 from bertkpe.metrics import (AVERAGINGS, EMPTY_DOCUMENT_POLICIES, PRESETS, PROTOCOLS, REFERENCE_SETS, K, ScoringConfig,
                              check_k, format_scores, read_doc_words, read_keyphrase_file, score)
 
@@ -53,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stemmer", default=None,
                         help="kp20k only: stemmer for matching: porter, none or a Snowball language "
                              "such as french (unset: porter)")
+    parser.add_argument("--word_splitter", choices=list(WORD_SPLITTERS), default=None,
+                        help="kp20k only: the splitter both files' phrases (and --present_only_source's words) "
+                             "go through before matching: kp20k, the KP20K tokenizer (\"Web-Based\" reads "
+                             "\"Web Based\"), liaad (hyphenated words kept whole) or whitespace "
+                             "(unset: the dataset class's, else kp20k)")
     parser.add_argument("--empty_documents", choices=EMPTY_DOCUMENT_POLICIES, default=None,
                         help="documents without a reference: counted with zero scores or left out "
                              "(unset: the preset's or the protocol's, count for openkp, drop for kp20k)")
@@ -64,7 +71,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration fields set by switches."""
     references = args.reference_set or ("present" if args.present_only_source else None)
     switches = {"references": references, "averaging": args.average, "ks": args.ks,
-                "stemmer": args.stemmer, "empty_documents": args.empty_documents}
+                "stemmer": args.stemmer, "empty_documents": args.empty_documents,
+                "word_splitter": args.word_splitter}
     return {field: value for field, value in switches.items() if value is not None}
 
 

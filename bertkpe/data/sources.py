@@ -318,6 +318,23 @@ def liaad_tokenize(text: str) -> list[str]:
     return _LIAAD_TOKEN.findall(_clean_text(text))
 
 
+WordSplitter = Callable[[str], list]
+
+
+def whitespace_split(text: str) -> list[str]:
+    """OpenKP's words: the text split on whitespace."""
+    return text.split()
+
+
+# How each dataset class splits text into words (`bertkpe.dataset_classes`); the kp20k
+# scorer splits predictions, references and documents with the same one.
+WORD_SPLITTERS: dict[str, WordSplitter] = {
+    "whitespace": whitespace_split,
+    "kp20k": kp20k_tokenize,
+    "liaad": liaad_tokenize,
+}
+
+
 def liaad_tokenize_spans(text: str) -> WordSpans:
     """`liaad_tokenize`'s words, each with its (start, end) in `text` as given (before cleaning)."""
     return _token_spans(_LIAAD_TOKEN, text)
