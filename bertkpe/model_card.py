@@ -83,7 +83,7 @@ def card_metadata(kpe: dict[str, Any], results: dict[str, Any], title: str):
         scores = results.get(split)
         if not isinstance(scores, dict):
             continue
-        for name in sorted(name for name in scores if name.startswith("F1@")):
+        for name in sorted((name for name in scores if name.startswith("F1@")), key=lambda name: int(name[3:])):
             evaluations.append(EvalResult(task_type="keyphrase-extraction", dataset_type=dataset, dataset_name=dataset,
                                           dataset_split=SPLIT_TITLES[split], metric_type="f1", metric_name=name,
                                           metric_value=round(float(scores[name]), 4)))
