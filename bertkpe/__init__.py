@@ -1,6 +1,6 @@
 """Supervised keyphrase extraction with pretrained transformers."""
 
-__all__ = ["KeyphraseExtractor"]
+__all__ = ["KeyphraseExtractor", "push_to_hub"]
 
 
 def __getattr__(name: str):
@@ -9,4 +9,8 @@ def __getattr__(name: str):
         from bertkpe.extractor import KeyphraseExtractor
 
         return KeyphraseExtractor
+    if name == "push_to_hub":
+        from bertkpe.hub import push_to_hub
+
+        return push_to_hub
     raise AttributeError(f"module 'bertkpe' has no attribute {name!r}")

@@ -24,6 +24,7 @@ NOT_PUBLISHED = [TRAINING_STATE_NAME, "*.old", "*.tmp*"]
 
 
 def is_hub_id(name: str) -> bool:
+    """Whether `name` can name a Hub repository (`owner/name` or `name`), as the Hub checks it."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:

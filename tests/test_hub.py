@@ -115,6 +115,21 @@ def test_push_then_load_back_by_id_online_and_offline(trained, hub, tmp_path):
             assert [score for _, score in doc] == pytest.approx([score for _, score in reference], rel=1e-5)
 
 
+def test_push_to_hub_from_python_publishes_a_scripts_test_runs_scores(trained, hub, monkeypatch):
+    import bertkpe
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    scores = {"eval": {"F1@5": 0.5, "num_docs": 3, "scoring": {"protocol": "kp20k"}}}
+    url = bertkpe.push_to_hub(trained / "best", "owner/from-python", token="standin-token", scores=scores,
+                              commit_message="first version")
+    assert url.startswith(hub.url) and hub.repo("owner/from-python").commits[-1].message == "first version"
+    files = hub.files("owner/from-python")
+    assert json.loads(files["eval_results.json"])["eval"] == scores["eval"]
+    assert any(line.startswith("| test | 3 |") and "0.5000" in line for line in files["README.md"].decode().splitlines())
+    assert json.loads((trained / "best" / "eval_results.json").read_text())["eval"]["F1@5"] != 0.5  # folder untouched
+
+
 def test_push_refuses_what_is_not_a_checkpoint_or_an_id(trained, hub, tmp_path):
     env = hub.client_env(tmp_path / "hf_home")
     result = cli("push", str(tmp_path), "owner/kpe", env=env)
