@@ -56,9 +56,15 @@ def occurrence_offsets(document: DocumentFeatures, phrase_ids: Sequence[int], wo
     return [found[phrase_id] for phrase_id in phrase_ids]
 
 
-def written_form(text: str, occurrence: Sequence[int]) -> str:
-    """An occurrence of a phrase as the text writes it, white space runs read as one space."""
-    return " ".join(text[occurrence[0]:occurrence[1]].split())
+def written_form(text: str, occurrences: Sequence[Sequence[int]]) -> str:
+    """A phrase as the text writes it: its first occurrence whose words are apart by single
+    spaces (not across a line break or a tab), else its first occurrence as it stands."""
+    for start, end in occurrences:
+        written = text[start:end]
+        if " ".join(written.split()) == written:
+            return written
+    start, end = occurrences[0]
+    return text[start:end]
 
 
 def default_device() -> torch.device:
@@ -146,9 +152,9 @@ class KeyphraseExtractor:
                 ) -> Union[Keyphrases, list[Keyphrases]]:
         """The top_k keyphrases of one document (a str) or of each of a list of documents.
 
-        Each keyphrase is `(phrase, score)`, best first: the phrase as written at its first
-        occurrence in the text ("Web-Based Project Management System"; runs of white space
-        read as one space), the score a Python float (higher is better; its scale depends on
+        Each keyphrase is `(phrase, score)`, best first: the phrase as the text writes it
+        ("Web-Based Project Management System": its first occurrence with its words apart by
+        single spaces where there is one, else its first), the score a Python float (higher is better; its scale depends on
         the head). `as_written=False` gives instead the phrase's words as split, joined by
         single spaces ("Web Based Project Management System"), the form the model and the
         scorer match. Phrases with equal normalised words (lower-cased, stemmed when the
@@ -263,7 +269,7 @@ class KeyphraseExtractor:
                         continue
                     found = occurrence_offsets(features[index], ranked.phrase_ids, spans)
                     if texts is not None:
-                        phrases = [written_form(texts[index], where[0]) if where else phrase
+                        phrases = [written_form(texts[index], where) if where else phrase
                                    for phrase, where in zip(phrases, found)]
                     yield index, list(zip(phrases, scores, found))
                 if bar is not None:
