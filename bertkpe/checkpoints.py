@@ -7,7 +7,6 @@ process's RNG state and the position in training, loaded with `torch.load(weight
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -19,7 +18,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from bertkpe.files import previous_folder, replace_folder, staging_folder, write_json
-from bertkpe.model_card import EVAL_RESULTS_NAME, write_model_card
+from bertkpe.model_card import EVAL_RESULTS_NAME, read_json, write_model_card
 from bertkpe.models import KeyphraseModel
 from bertkpe.models.base import load_weights
 
@@ -107,9 +106,7 @@ def save_checkpoint(directory: str | os.PathLike, model: KeyphraseModel, tokeniz
 def record_scores(directory: str | os.PathLike, scores: dict[str, Any]) -> None:
     """Add scores (per split) to a saved checkpoint's eval_results.json and model card."""
     directory = resolve_checkpoint(directory)
-    path = directory / EVAL_RESULTS_NAME
-    recorded = json.loads(path.read_text()) if path.is_file() else {}
-    write_json(path, {**recorded, **scores})
+    write_json(directory / EVAL_RESULTS_NAME, {**read_json(directory / EVAL_RESULTS_NAME), **scores})
     write_model_card(directory)
 
 

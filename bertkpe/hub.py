@@ -9,7 +9,6 @@ apply unchanged.
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ from bertkpe.files import previous_folder
 from bertkpe.model_card import CARD_NAME, EVAL_RESULTS_NAME, model_card, read_json
 
 # What a published model leaves out: the optimizer state (twice the weights) is only for --resume.
-NOT_PUBLISHED = [TRAINING_STATE_NAME, "*.old", "*.tmp*"]
+NOT_PUBLISHED = [TRAINING_STATE_NAME]
 
 
 def is_hub_id(name: str) -> bool:
@@ -77,7 +76,7 @@ def cache_location() -> str:
 def published_files(folder: Path) -> list[Path]:
     """The files of a checkpoint folder a model repository gets (its card is made anew)."""
     return sorted(path for path in folder.rglob("*") if path.is_file() and path.name != CARD_NAME
-                  and not any(fnmatch.fnmatch(path.name, pattern) for pattern in NOT_PUBLISHED))
+                  and path.name not in NOT_PUBLISHED)
 
 
 def push_to_hub(checkpoint: str | os.PathLike, repo_id: str, *, private: bool = False, token: str | None = None,

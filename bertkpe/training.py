@@ -177,6 +177,7 @@ class TrainingData:
     dev: FeatureStore | None
     features: FeatureOptions
     stemmer: str
+    trained_on: list[dict[str, Any]]  # each training store's fingerprint, for the model card
 
     @classmethod
     def load(cls, options: TrainOptions, runtime: Runtime, tokenizer, encoder: str) -> "TrainingData":
@@ -208,11 +209,8 @@ class TrainingData:
         loader = DataLoader(documents, batch_sampler=sampler, collate_fn=TrainingCollator(tokenizer.pad_token_id or 0),
                             num_workers=workers, pin_memory=runtime.device.type == "cuda",
                             persistent_workers=workers > 0, generator=torch.Generator().manual_seed(options.seed))
-        return cls(documents, sampler, loader, dev, features, stemmers.pop())
-
-    def fingerprints(self) -> list[dict[str, Any]]:
-        """What trained, for the model card: each split's file and its store key."""
-        return [store.fingerprint() for store in self.documents.stores]
+        return cls(documents, sampler, loader, dev, features, stemmers.pop(),
+                   [store.fingerprint() for store in stores])
 
     def micro_batches_per_epoch(self) -> int:
         """This rank's micro-batches of an epoch: they hold windows, so their number depends
@@ -353,7 +351,7 @@ class Keeper:
         return {"max_token": options.max_token, "dataset_class": options.dataset_class,
                 "dataset_name": options.data.name, "stemmer": self.data.stemmer,
                 "pretrain_model_type": options.pretrain_model_type,
-                "training": {"step": self.training.state.step, "data": self.data.fingerprints(),
+                "training": {"step": self.training.state.step, "data": self.data.trained_on,
                              "options": as_dict(options)}}
 
     def save_last(self) -> None:
