@@ -27,6 +27,7 @@ from pathlib import Path
 import common  # noqa: F401  (puts the repository on the path when bertkpe is not installed)
 import torch
 
+from bertkpe.baselines import yake_keyphrases
 from bertkpe.cli import run_command
 from bertkpe.data.batching import collate, length_grouped_batches
 from bertkpe.data.features import FeatureOptions, build_features, read_records
@@ -92,11 +93,7 @@ def f1(predictions, references, urls, scoring) -> dict[str, float]:
 
 
 def yake_predictions(records) -> dict[str, list[str]]:
-    import yake
-
-    extractor = yake.KeywordExtractor(lan="en", n=3, top=10)
-    return {record["url"]: [phrase for phrase, _ in extractor.extract_keywords(" ".join(record["doc_words"]))]
-            for record in records}
+    return {record["url"]: yake_keyphrases(record["doc_words"]) for record in records}
 
 
 def main(argv=None) -> int:

@@ -37,6 +37,11 @@ SPAN_SPLITTERS: dict[WordSplitter, SpanSplitter] = {
     liaad_tokenize: liaad_tokenize_spans,
 }
 
+# What documents are, which picks their document-pooling weights (decoding.DOCUMENT_POOLING);
+# text of an unrecorded kind is ranked as papers.
+TEXT_KINDS = ("papers", "news", "pages")
+DEFAULT_TEXT_KIND = "papers"
+
 # The paper's step budgets were set for an effective batch of 64 documents.
 REFERENCE_BATCH = 64
 
@@ -52,6 +57,8 @@ class DatasetClass:
     source_files: Optional[dict[str, str]] = None  # split -> file name, for single-file layouts
     train_words: Optional[tuple[int, int]] = None  # training documents outside this word range are dropped
     eval_has_references: bool = True  # the eval split's source carries gold keyphrases
+    language: Optional[str] = None  # the layout's language; None: each corpus records its own
+    text_kind: Optional[str] = None  # papers, news or pages (decoding.TEXT_KINDS); None: each corpus's own
 
     def stemmer_for(self, language: str | None = None) -> str:
         """The matching stemmer of this class, or of `language` where the class follows the corpus."""
@@ -81,12 +88,12 @@ DATASET_CLASSES: dict[str, DatasetClass] = {
         name="openkp", word_splitter="whitespace", stemmer=NO_STEMMER, protocol="openkp", best_metric="F1@3",
         reference_train_steps=20810,
         source_files={"train": "OpenKPTrain.jsonl", "dev": "OpenKPDev.jsonl", "eval": "OpenKPEvalPublic.jsonl"},
-        eval_has_references=False),
+        eval_has_references=False, language="en", text_kind="pages"),
     "kp20k": DatasetClass(
         name="kp20k", word_splitter="kp20k", stemmer="porter", protocol="kp20k", best_metric="F1@5",
         reference_train_steps=73430,
         source_files={"train": "kp20k_training.json", "dev": "kp20k_validation.json", "eval": "kp20k_testing.json"},
-        train_words=(20, 300)),  # Meng et al. (2017) train on KP20K documents of 20..300 words
+        train_words=(20, 300), language="en", text_kind="papers"),  # Meng et al. (2017) train on KP20K documents of 20..300 words
     "multidata": DatasetClass(
         name="multidata", word_splitter="liaad", stemmer=None, protocol="kp20k", best_metric="F1@5"),
 }

@@ -23,6 +23,7 @@ import torch
 
 from bertkpe.data.batching import Batch
 from bertkpe.data.features import DocumentFeatures
+from bertkpe.dataset_classes import DEFAULT_TEXT_KIND, TEXT_KINDS
 from bertkpe.models.base import KeyphraseModel, pool_phrases
 
 
@@ -64,6 +65,26 @@ class PhrasePooling:
 
 
 MAX_POOLING = PhrasePooling("max")
+
+# Document pooling weights (frequency, position) for each kind of text, chosen on dev
+# (bench/pooling_by_kind.py, README "Whole documents"). Abstracts and other texts of at
+# most REFERENCE_WORDS words are ranked by max pooling whatever their kind.
+DOCUMENT_POOLING: dict[str, PhrasePooling] = {
+    "papers": PhrasePooling("document", frequency_weight=0.0, position_weight=1.0),
+    "news": PhrasePooling("document", frequency_weight=0.0, position_weight=1.0),
+    "pages": PhrasePooling("document", frequency_weight=0.0, position_weight=1.0),
+}
+
+
+def phrase_pooling(mode: str, text_kind: str | None = None) -> PhrasePooling:
+    """"max", or "document" pooling with the weights chosen for `text_kind` (papers where unknown)."""
+    if mode == "max":
+        return MAX_POOLING
+    if text_kind is not None and text_kind not in DOCUMENT_POOLING:
+        raise ValueError(f"unknown kind of text {text_kind!r}; choose from {list(TEXT_KINDS)}")
+    if mode != "document":
+        raise ValueError(f"phrase pooling is 'max' or 'document', got {mode!r}")
+    return DOCUMENT_POOLING[text_kind or DEFAULT_TEXT_KIND]
 
 
 def document_phrase_scores(mention_scores: torch.Tensor, batch: Batch, pooling: PhrasePooling) -> torch.Tensor:

@@ -21,9 +21,9 @@ from bertkpe.data.features import DocumentFeatures, FeatureOptions
 from bertkpe.data.preprocessed import PreprocessedData
 from bertkpe.data.store import FeatureStore, open_store
 from bertkpe.data.tokenizers import check_max_token_of, load_tokenizer
-from bertkpe.dataset_classes import dataset_class
+from bertkpe.dataset_classes import DEFAULT_TEXT_KIND, dataset_class
 from bertkpe.files import replaced, write_json
-from bertkpe.decoding import PhrasePooling, RankedPhrases, rank_batch
+from bertkpe.decoding import PhrasePooling, RankedPhrases, phrase_pooling, rank_batch
 from bertkpe.metrics import Scorer, ScoringConfig, format_scores, iter_doc_words, iter_keyphrase_file
 from bertkpe.models import KeyphraseModel, load_model, read_kpe_config
 from bertkpe.options import TestOptions
@@ -160,8 +160,28 @@ def score_split(predictions_path: Path, reference_path: Path, scoring: ScoringCo
     return scores
 
 
+def mean_over_corpora(per_corpus: dict[str, dict[str, Any]], best_metrics: dict[str, str]) -> dict[str, Any]:
+    """One split of several corpora: each metric's mean over the corpora (each corpus weighs
+    the same, whatever its size), their documents, each corpus's own scores under
+    "corpora", and under "selection" the mean of each corpus's best-checkpoint metric."""
+    names = [name for name in next(iter(per_corpus.values()))
+             if "@" in name and all(name in scores for scores in per_corpus.values())]
+    means = {name: sum(scores[name] for scores in per_corpus.values()) / len(per_corpus) for name in names}
+    chosen = sorted(set(best_metrics[corpus] for corpus in per_corpus))
+    return {**means, "num_docs": sum(int(scores["num_docs"]) for scores in per_corpus.values()),
+            "selection": sum(per_corpus[corpus][best_metrics[corpus]] for corpus in per_corpus) / len(per_corpus),
+            "selection_metric": f"mean {'/'.join(chosen)} over {len(per_corpus)} corpora", "corpora": per_corpus}
+
+
 def format_split_scores(scores: dict[str, Any]) -> str:
-    """The score table at the configuration's ks, under a line naming the configuration."""
+    """The score table at the configuration's ks, under a line naming the configuration; for
+    several corpora, each one's and their mean."""
+    if "corpora" in scores:
+        blocks = [f"{name} ({corpus['num_docs']} documents)\n{format_split_scores(corpus)}"
+                  for name, corpus in scores["corpora"].items()]
+        means = ", ".join(f"{name} {scores[name]:.4f}" for name in scores if name.startswith("F1@"))
+        return "\n".join(blocks + [f"mean over {len(scores['corpora'])} corpora: {means}; "
+                                    f"{scores['selection_metric']} {scores['selection']:.4f}"])
     scoring = ScoringConfig(**scores["scoring"])
     lines = [f"scoring: {scoring.describe()}", format_scores(scores, scoring.ks)]
     for name, bucket in scores.get("by_length", {}).items():
@@ -273,7 +293,10 @@ def test_checkpoint(options: TestOptions, runtime: Runtime) -> dict[str, Any]:
                               max_phrase_words=int(kpe["max_phrase_words"]), max_doc_tokens=options.max_doc_tokens,
                               window_overlap=options.window_overlap)
     model = load_model(checkpoint, runtime.device)
-    decoding = Decoding(options.per_gpu_test_batch_size, options.return_num, PhrasePooling(options.phrase_pooling))
+    text_kind = options.text_kind or options.data.text_kind() or kpe.get("text_kind")
+    decoding = Decoding(options.per_gpu_test_batch_size, options.return_num,
+                        phrase_pooling(options.phrase_pooling, text_kind))
+    logger.info("ranking %s as %s", options.data.name, text_kind or f"{DEFAULT_TEXT_KIND} (no kind recorded)")
     metrics: dict[str, Any] = {}
     for split in options.splits:
         documents = split_store(options.data, split, tokenizer, features, options.cached_features_dir,

@@ -35,7 +35,7 @@ from bertkpe.data.matching import NO_STEMMER
 from bertkpe.data.tokenizers import encoder_token_limit, load_tokenizer, quiet_length_warning
 from bertkpe.data.sources import WordSpans
 from bertkpe.dataset_classes import DATASET_CLASSES, DEFAULT_SPLITTER, WordSplitter, get_span_splitter, get_word_splitter
-from bertkpe.decoding import PhrasePooling, rank_batch
+from bertkpe.decoding import phrase_pooling as choose_pooling, rank_batch
 from bertkpe.models.base import KeyphraseModel, read_kpe_config
 from bertkpe.options import DEFAULT_MAX_DOC_TOKENS, document_options
 
@@ -83,7 +83,8 @@ class KeyphraseExtractor:
     def __init__(self, model: KeyphraseModel, tokenizer, *, max_token: int = 510, stemmer: str = NO_STEMMER,
                  word_splitter: str | WordSplitter = DEFAULT_SPLITTER, tokenizer_name: str = "",
                  device: str | torch.device | None = None, max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
-                 window_overlap: int | None = None, phrase_pooling: str = "document", int8: bool = False):
+                 window_overlap: int | None = None, phrase_pooling: str = "document", text_kind: str | None = None,
+                 int8: bool = False):
         self.device = torch.device(device) if device is not None else torch.device("cpu") if int8 else default_device()
         if int8:
             from bertkpe.quantization import quantize_int8, require_int8_support
@@ -99,7 +100,7 @@ class KeyphraseExtractor:
         self.stemmer = stemmer or NO_STEMMER
         self.split_words = get_word_splitter(word_splitter)
         self.split_word_spans = get_span_splitter(word_splitter)
-        self.pooling = PhrasePooling(phrase_pooling)
+        self.pooling = choose_pooling(phrase_pooling, text_kind)
         self.options = FeatureOptions(tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", ""),
                                       max_token=self.max_token, max_phrase_words=model.max_phrase_words,
                                       stemmer=self.stemmer,
@@ -112,8 +113,8 @@ class KeyphraseExtractor:
                         device: str | torch.device | None = None,
                         word_splitter: str | WordSplitter | None = None, stemmer: str | None = None,
                         max_token: int | None = None, max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS,
-                        window_overlap: int | None = None, phrase_pooling: str = "document", int8: bool = False
-                        ) -> "KeyphraseExtractor":
+                        window_overlap: int | None = None, phrase_pooling: str = "document",
+                        text_kind: str | None = None, int8: bool = False) -> "KeyphraseExtractor":
         """Load a checkpoint: a folder (`save_pretrained` layout: config.json, model.safetensors,
         kpe_config.json, tokenizer files), or a Hub model id (`owner/name`, at `revision`),
         fetched into the Hugging Face cache (`HF_HUB_OFFLINE=1` reads the cache alone).
@@ -125,7 +126,9 @@ class KeyphraseExtractor:
         sub-tokens, as windows of `max_token` sharing `window_overlap`; `max_doc_tokens`
         equal to `max_token` reads what the original toolkit read (its first window).
         `phrase_pooling` "document" (default) adds document-level evidence to the best
-        mention's score in documents longer than a window; "max" is the original pooling.
+        mention's score in documents longer than a window, weighted for `text_kind` (papers,
+        news or pages; default: the kind the checkpoint was trained on, where it was one,
+        else papers); "max" is the original pooling.
         `int8` runs the encoder with int8 weights in ONNX Runtime on the CPU (see
         `bertkpe.quantization`): faster, slightly different scores; refused on other devices.
         """
@@ -145,7 +148,7 @@ class KeyphraseExtractor:
                    stemmer=stemmer if stemmer is not None else (config.get("stemmer") or NO_STEMMER),
                    word_splitter=word_splitter, tokenizer_name=str(directory), device=device,
                    max_doc_tokens=max_doc_tokens, window_overlap=window_overlap, phrase_pooling=phrase_pooling,
-                   int8=int8)
+                   text_kind=text_kind or config.get("text_kind"), int8=int8)
 
     def extract(self, documents: Union[str, Sequence[str]], top_k: int = 5, batch_size: int = 16,
                 progress: bool = False, offsets: bool = False, as_written: bool = True

@@ -64,10 +64,15 @@ def score_rows(results: dict[str, Any]) -> list[str]:
     columns = [f"{metric}@{k}" for k in ks for metric in METRIC_ORDER]
     rows = ["| split | documents | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
     for split in splits:
-        scores = results[split]
-        values = " | ".join(f"{scores[column]:.4f}" if column in scores else "" for column in columns)
-        rows.append(f"| {SPLIT_TITLES[split]} | {scores.get('num_docs', '')} | {values} |")
-    scoring = next((results[split]["scoring"] for split in splits if "scoring" in results[split]), None)
+        corpora = results[split].get("corpora", {})
+        named = [(f"{SPLIT_TITLES[split]}: {name}", scores) for name, scores in corpora.items()]
+        mean_title = f"{SPLIT_TITLES[split]}: mean of {len(corpora)} corpora" if corpora else SPLIT_TITLES[split]
+        for title, scores in [*named, (mean_title, results[split])]:
+            values = " | ".join(f"{scores[column]:.4f}" if column in scores else "" for column in columns)
+            rows.append(f"| {title} | {scores.get('num_docs', '')} | {values} |")
+    scoring = next((scores["scoring"] for split in splits
+                    for scores in [results[split], *results[split].get("corpora", {}).values()]
+                    if "scoring" in scores), None)
     if scoring:
         rows.append("")
         rows.append("Scoring: " + ", ".join(f"{name} {value}" for name, value in sorted(scoring.items())) + ".")
@@ -80,13 +85,15 @@ def card_metadata(kpe: dict[str, Any], results: dict[str, Any], title: str):
     evaluations = []
     dataset = str(kpe.get("dataset_name") or kpe.get("dataset_class") or "unknown")
     for split in ("eval", "dev"):
-        scores = results.get(split)
-        if not isinstance(scores, dict):
+        split_scores = results.get(split)
+        if not isinstance(split_scores, dict):
             continue
-        for name in sorted((name for name in scores if name.startswith("F1@")), key=lambda name: int(name[3:])):
-            evaluations.append(EvalResult(task_type="keyphrase-extraction", dataset_type=dataset, dataset_name=dataset,
-                                          dataset_split=SPLIT_TITLES[split], metric_type="f1", metric_name=name,
-                                          metric_value=round(float(scores[name]), 4)))
+        for corpus, scores in (split_scores.get("corpora") or {dataset: split_scores}).items():
+            for name in sorted((name for name in scores if name.startswith("F1@")), key=lambda name: int(name[3:])):
+                evaluations.append(EvalResult(task_type="keyphrase-extraction", dataset_type=corpus,
+                                              dataset_name=corpus, dataset_split=SPLIT_TITLES[split],
+                                              metric_type="f1", metric_name=name,
+                                              metric_value=round(float(scores[name]), 4)))
     return ModelCardData(library_name="bertkpe", tags=["keyphrase-extraction", "bertkpe", str(kpe["model_class"])],
                          base_model=base_model(kpe), model_name=title, eval_results=evaluations or None)
 
@@ -94,7 +101,17 @@ def card_metadata(kpe: dict[str, Any], results: dict[str, Any], title: str):
 def training_rows(training: dict[str, Any]) -> list[str]:
     if not training:
         return ["No training record (a checkpoint converted or written by hand)."]
-    rows = [f"Trained for {training.get('step', '?')} optimizer steps on:", "",
+    corpora = training.get("corpora") or []
+    rows = []
+    if len(corpora) > 1:
+        rows += ["Trained on several corpora at once, each matched with its own stemmer:", "",
+                 "| corpus | dataset class | stemmer | language | training documents | read an epoch |",
+                 "|---|---|---|---|---|---|"]
+        rows += [f"| {corpus.get('dataset_name')} | {corpus.get('dataset_class')} | {corpus.get('stemmer')} | "
+                 f"{corpus.get('language') or ''} | {corpus.get('documents')} | {corpus.get('documents_per_epoch')} |"
+                 for corpus in corpora]
+        rows.append("")
+    rows += [f"Trained for {training.get('step', '?')} optimizer steps on:", "",
             "| split file | preprocessed from | bytes | documents | store key |", "|---|---|---|---|---|"]
     for data in training.get("data", []):
         rows.append(f"| {data.get('file', '')} | {data.get('source', '')} | {data.get('bytes', '')} | "

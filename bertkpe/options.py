@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 from bertkpe.data.preprocessed import PreprocessedData
-from bertkpe.dataset_classes import DATASET_CLASSES, WORD_SPLITTERS
+from bertkpe.dataset_classes import DATASET_CLASSES, TEXT_KINDS, WORD_SPLITTERS
 from bertkpe.html_page import DOCUMENTS_PER_PAGE
 
 MODEL_CLASS_NAMES = ("bert2span", "bert2tag", "bert2chunk", "bert2rank", "bert2joint")
@@ -118,9 +118,13 @@ class TrainOptions(DataOptions, DocumentOptions, RunOptions):
     max_grad_norm: float = 1.0
     ema_decay: float = 0.0
     train_splits: list[str] = field(default_factory=lambda: ["train"])
+    train_datasets: list[str] = field(default_factory=list)
+    sampling_temperature: float = 1.0
+    stemmer: Optional[str] = None
     train_windows: int = DEFAULT_TRAIN_WINDOWS
     num_workers: Optional[int] = None
     eval_every: Optional[int] = None
+    eval_each_epoch: bool = True
     no_eval: bool = False
     save_checkpoint: bool = False
     save_every: Optional[int] = None
@@ -130,10 +134,30 @@ class TrainOptions(DataOptions, DocumentOptions, RunOptions):
     use_viso: bool = True
     test_after_training: bool = True
 
+    @property
+    def corpora(self) -> list[PreprocessedData]:
+        """The preprocessed corpora training reads: each of --train_datasets, else the one of
+        --dataset_class/--dataset_name."""
+        if not self.train_datasets:
+            return [self.data]
+        return [PreprocessedData.named(self.preprocess_folder, spec, DATASET_CLASSES) for spec in self.train_datasets]
+
     def resolve(self) -> None:
         """Check the options that can be checked before any work, and make defaults that
         depend on others explicit (saved as such in the run's options.json)."""
         self.resolve_documents(self.max_token)
+        if self.train_datasets:
+            self.train_datasets = list(dict.fromkeys(self.train_datasets))
+            corpora = self.corpora
+            names = [corpus.name for corpus in corpora]
+            if len(set(names)) < len(names):
+                raise SystemExit(f"error: --train_datasets names a corpus twice: {' '.join(self.train_datasets)}")
+            # the first corpus is the run's own: its class and name are what a checkpoint
+            # records for `scripts/test.py` to default to
+            self.dataset_class, self.dataset_name = corpora[0].dataset_class, corpora[0].name
+        if not self.sampling_temperature > 0:
+            raise SystemExit(f"error: --sampling_temperature must be above 0 (1: in proportion to the corpora's "
+                             f"sizes), got {self.sampling_temperature}")
         if self.train_windows < 0:
             raise SystemExit(f"error: --train_windows must be 0 (all windows) or more, got {self.train_windows}")
         self.train_splits = list(dict.fromkeys(self.train_splits or ["train"]))
@@ -160,6 +184,7 @@ class TestOptions(DataOptions, DocumentOptions, RunOptions):
     pretrain_model_path: Optional[str] = None
     max_phrase_words: Optional[int] = None
     max_token: Optional[int] = None
+    text_kind: Optional[str] = None
 
 
 @dataclass
@@ -173,6 +198,7 @@ class ExtractOptions:
     batch_size: int = 16
     max_doc_tokens: int = DEFAULT_MAX_DOC_TOKENS
     phrase_pooling: str = "document"
+    text_kind: Optional[str] = None
     chunk_size: int = 256
     output: Optional[str] = None
     resume: bool = False
@@ -359,6 +385,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--train_splits", nargs="+", choices=TRAIN_SPLIT_NAMES, default=TRAIN.train_splits,
                        help="preprocessed splits to train on; `train dev` fits a final model on both once "
                             "its settings were chosen on dev (needs --no_eval)")
+    group.add_argument("--train_datasets", nargs="+", default=[], metavar="[CLASS:]NAME",
+                       help="train one model on several preprocessed corpora under --preprocess_folder, each "
+                            "with its own dataset class (recorded by `bertkpe preprocess`, or given as CLASS:NAME), "
+                            "its own matching stemmer and its own dev evaluation (the best checkpoint by the mean "
+                            "over corpora); replaces --dataset_class and --dataset_name")
+    group.add_argument("--sampling_temperature", type=float, default=TRAIN.sampling_temperature,
+                       help="with --train_datasets, an epoch draws from corpus i in proportion to n_i ** (1 / T) "
+                            "(n_i its training documents), as many documents in all as the corpora hold: 1 reads "
+                            "every document once, in proportion to the sizes; above 1 small corpora are read "
+                            "more often and large ones less (a large T: equal shares)")
+    group.add_argument("--stemmer", default=None,
+                       help="with --train_datasets matched with different stemmers or in different languages: the "
+                            "one the trained model merges phrases with (porter, none, or a Snowball language); "
+                            "refused otherwise, as those corpora cannot share one model's phrase merging")
     group.add_argument("--train_windows", type=int, default=TRAIN.train_windows,
                        help="train on K consecutive encoder windows of each longer document, drawn anew "
                             "each epoch; 0: all its windows (up to --max_doc_tokens) in one step")
@@ -367,6 +407,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                             "batches are also pinned for asynchronous copies, else 0: in the training process)")
     group = parser.add_argument_group("evaluation and checkpoints")
     group.add_argument("--eval_every", type=int, default=None, help="also evaluate every N optimizer steps")
+    group.add_argument("--eval_each_epoch", action=argparse.BooleanOptionalAction, default=True,
+                       help="evaluate on dev at the end of every epoch; --no-eval_each_epoch: only every "
+                            "--eval_every steps and after the last step")
     group.add_argument("--no_eval", action="store_true", help="skip dev evaluation (keeps the last weights)")
     group.add_argument("--save_checkpoint", action="store_true",
                        help="also keep a checkpoint of every evaluation (epoch_N/, step_N/)")
@@ -402,6 +445,9 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max_token", type=int, default=None,
                        help="sub-tokens per encoder window (default: the checkpoint's); at most the encoder's limit")
     add_document_arguments(group)
+    parser.add_argument("--text_kind", choices=TEXT_KINDS, default=None,
+                        help="rank documents longer than a window with this kind's document-pooling weights "
+                             "(default: the kind the data was preprocessed as, else the checkpoint's, else papers)")
     add_runtime_arguments(parser)
 
 
@@ -426,6 +472,9 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--phrase_pooling", choices=("document", "max"), default="document",
                         help="phrase score: the best mention's plus document-level evidence (how early it first "
                              "occurs) in documents longer than a window, or the best mention's alone")
+    parser.add_argument("--text_kind", choices=TEXT_KINDS, default=None,
+                        help="what the documents are (papers, news, pages), which picks the document-pooling "
+                             "weights (default: the kind the checkpoint was trained on, if one, else papers)")
     parser.add_argument("--chunk_size", type=int, default=EXTRACT.chunk_size,
                         help="documents read, extracted (batched by length) and written together; bounds "
                              "memory and what a killed run loses")

@@ -179,7 +179,8 @@ def preprocess(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.output_path) / name
     stats = {split: SplitStats() for split in SPLITS}
     summary: dict[str, Any] = {"dataset_class": args.dataset_class, "dataset_name": name, "source": str(src),
-                               "max_phrase_words": args.max_phrase_words}
+                               "max_phrase_words": args.max_phrase_words,
+                               "text_kind": args.text_kind or kind.text_kind}
 
     def skipper(split: str) -> BadLineHandler:
         def skip(error: LineError) -> None:

@@ -35,12 +35,14 @@ from bertkpe import checkpoints
 from bertkpe.checkpoints import Training, TrainState, resolve_checkpoint, rng_state, save_checkpoint
 from bertkpe.data.batching import COUNT_UNITS, Batch
 from bertkpe.data.features import FeatureOptions
+from bertkpe.data.matching import get_normalizer, language_code
+from bertkpe.data.preprocessed import PreprocessedData
 from bertkpe.data.sampling import TrainingCollator, TrainingDocuments, WindowBatchSampler
 from bertkpe.data.store import FeatureStore
 from bertkpe.data.tokenizers import check_max_token_of, load_tokenizer
 from bertkpe.dataset_classes import REFERENCE_BATCH, dataset_class
-from bertkpe.decoding import PhrasePooling
-from bertkpe.evaluation import Decoding, evaluate_split, format_split_scores, split_store
+from bertkpe.decoding import phrase_pooling
+from bertkpe.evaluation import Decoding, evaluate_split, format_split_scores, mean_over_corpora, split_store
 from bertkpe.files import write_json
 from bertkpe.hub import checkpoint_folder
 from bertkpe.models import KeyphraseModel, build_model, load_model, load_weights, model_type, read_kpe_config
@@ -169,15 +171,16 @@ class WarmedUpAverage:
 
 @dataclass
 class TrainingData:
-    """The training documents, this rank's loader over them, and the dev store."""
+    """The training documents, this rank's loader over them, and each corpus's dev store."""
 
     documents: TrainingDocuments
     sampler: WindowBatchSampler
     loader: DataLoader
-    dev: FeatureStore | None
+    devs: list[tuple[PreprocessedData, FeatureStore]]
     features: FeatureOptions
     stemmer: str
     trained_on: list[dict[str, Any]]  # each training store's fingerprint, for the model card
+    corpora: list[dict[str, Any]]  # each corpus: class, name, stemmer, language, documents, share of an epoch
 
     @classmethod
     def load(cls, options: TrainOptions, runtime: Runtime, tokenizer, encoder: str) -> "TrainingData":
@@ -186,31 +189,48 @@ class TrainingData:
         features = FeatureOptions(tokenizer=encoder, max_token=options.max_token,
                                   max_phrase_words=options.max_phrase_words, max_doc_tokens=options.max_doc_tokens,
                                   window_overlap=options.window_overlap)
-        data, splits = options.data, options.train_splits
-        stores = [split_store(data, split, tokenizer, features, options.cached_features_dir, options.feature_workers)
-                  for split in splits]
-        documents = TrainingDocuments(stores, options.model_class)
-        dev = None if options.no_eval else split_store(data, "dev", tokenizer, features, options.cached_features_dir,
-                                                       options.feature_workers)
+        corpora, splits = options.corpora, options.train_splits
+        stemmer, matching = model_stemmer(corpora, splits, options.stemmer)
+
+        def store(data: PreprocessedData, split: str) -> FeatureStore:
+            return split_store(data, split, tokenizer, features, options.cached_features_dir, options.feature_workers)
+
+        stores = [(number, store(data, split)) for number, data in enumerate(corpora) for split in splits]
+        documents = TrainingDocuments([found for _, found in stores], options.model_class,
+                                      [number for number, _ in stores])
+        devs = [] if options.no_eval else [(data, store(data, "dev")) for data in corpora]
         logger.info("training documents (%s): %d usable, %d skipped (no present keyphrase, or no negative phrase, "
                     "left in the first %d sub-tokens)", " + ".join(splits), len(documents), documents.skipped,
                     features.doc_tokens)
         if not len(documents):
             raise SystemExit("error: no usable training document")
-        stemmers = {data.stemmer(split) for split in splits}
-        if len(stemmers) > 1:
-            raise SystemExit(f"error: the splits {' and '.join(splits)} were matched with different stemmers "
-                             f"({', '.join(sorted(stemmers))}): preprocess them together")
+        sizes = documents.corpus_sizes()
+        quotas = documents.corpus_quotas(options.sampling_temperature)
+        described = [{"dataset_class": data.dataset_class, "dataset_name": data.name, "stemmer": matching[number][0],
+                      "language": matching[number][1], "text_kind": data.text_kind(), "documents": int(sizes[number]),
+                      "documents_per_epoch": int(quotas[number])} for number, data in enumerate(corpora)]
+        if len(corpora) > 1:
+            logger.info("corpora (sampling temperature %g; documents usable -> read an epoch): %s",
+                        options.sampling_temperature,
+                        ", ".join(f"{entry['dataset_name']} {entry['documents']} -> {entry['documents_per_epoch']}"
+                                  for entry in described))
         sampler = WindowBatchSampler(documents, options.per_gpu_train_batch_size, options.seed, options.train_windows,
-                                     runtime.rank, runtime.world_size)
+                                     runtime.rank, runtime.world_size, options.sampling_temperature)
         workers = options.num_workers if options.num_workers is not None else 2 * (runtime.device.type == "cuda")
         # its own generator: starting to iterate draws worker seeds from it, which must not move
         # the global one (dropout), or a resumed run would not continue as the killed one did
         loader = DataLoader(documents, batch_sampler=sampler, collate_fn=TrainingCollator(tokenizer.pad_token_id or 0),
                             num_workers=workers, pin_memory=runtime.device.type == "cuda",
                             persistent_workers=workers > 0, generator=torch.Generator().manual_seed(options.seed))
-        return cls(documents, sampler, loader, dev, features, stemmers.pop(),
-                   [store.fingerprint() for store in stores])
+        return cls(documents, sampler, loader, devs, features, stemmer,
+                   [found.fingerprint() for _, found in stores], described)
+
+    @property
+    def text_kind(self) -> str | None:
+        """The kind of text of every training corpus, where they share one (the kind a
+        checkpoint ranks by default); None for corpora of several kinds or unknown ones."""
+        kinds = {corpus["text_kind"] for corpus in self.corpora}
+        return kinds.pop() if len(kinds) == 1 else None
 
     def micro_batches_per_epoch(self) -> int:
         """This rank's micro-batches of an epoch: they hold windows, so their number depends
@@ -233,6 +253,37 @@ class TrainingData:
                     yield epoch, position, group
                     group = []
             epoch, position = epoch + 1, 0
+
+
+def model_stemmer(corpora: list[PreprocessedData], splits: list[str], chosen: str | None
+                  ) -> tuple[str, list[tuple[str, str | None]]]:
+    """The stemmer the trained model merges phrases with, and each corpus's (stemmer,
+    language). Each corpus trains on what its own stemmer matched; the model needs one,
+    so corpora matched with different stemmers, or written in different languages, are
+    refused unless `chosen` (--stemmer) names it."""
+    matching = []
+    for data in corpora:
+        stemmers = {data.stemmer(split) for split in splits}
+        if len(stemmers) > 1:
+            raise SystemExit(f"error: the splits {' and '.join(splits)} of {data.name} were matched with different "
+                             f"stemmers ({', '.join(sorted(stemmers))}): preprocess them together")
+        language = data.language() or dataset_class(data.dataset_class).language
+        matching.append((stemmers.pop(), language))
+    stemmers = {stemmer for stemmer, _ in matching}
+    languages = {language_code(language) for _, language in matching if language}
+    if chosen is not None:
+        try:
+            get_normalizer(chosen)
+        except ValueError as error:
+            raise SystemExit(f"error: --stemmer {chosen}: {error}") from None
+        return chosen, matching
+    if len(stemmers) > 1 or len(languages) > 1:
+        listed = ", ".join(f"{data.name} ({stemmer}, language {language or 'unknown'})"
+                           for data, (stemmer, language) in zip(corpora, matching))
+        raise SystemExit(f"error: the training corpora cannot share one model's phrase merging: {listed}. "
+                         f"Choose the stemmer the model merges phrases with (--stemmer NAME), or train on "
+                         f"corpora of one language and stemmer")
+    return stemmers.pop(), matching
 
 
 # ----------------------------------------------------------------------------- logging
@@ -334,8 +385,7 @@ class Keeper:
         self.run_dir, self.options, self.runtime, self.tokenizer = run_dir, options, runtime, tokenizer
         self.model, self.training, self.data, self.log = model, training, data, log
         self.last_saved = time.monotonic()
-        self.decoding = Decoding(options.per_gpu_test_batch_size, options.return_num,
-                                 PhrasePooling(options.phrase_pooling))
+        self.decoding = Decoding(options.per_gpu_test_batch_size, options.return_num)
         if training.averaged is not None:
             logger.info("dev evaluations, best/ and epoch checkpoints hold the moving average of the weights "
                         "(--ema_decay %g)", options.ema_decay)
@@ -349,10 +399,10 @@ class Keeper:
     def checkpoint_options(self) -> dict[str, Any]:
         options = self.options
         return {"max_token": options.max_token, "dataset_class": options.dataset_class,
-                "dataset_name": options.data.name, "stemmer": self.data.stemmer,
+                "dataset_name": options.data.name, "stemmer": self.data.stemmer, "text_kind": self.data.text_kind,
                 "pretrain_model_type": options.pretrain_model_type,
                 "training": {"step": self.training.state.step, "data": self.data.trained_on,
-                             "options": as_dict(options)}}
+                             "corpora": self.data.corpora, "options": as_dict(options)}}
 
     def save_last(self) -> None:
         """The resumable checkpoint, with every rank's RNG state; only after the steps it
@@ -367,35 +417,72 @@ class Keeper:
             checkpoints.save_last(self.run_dir / "last", self.model, self.tokenizer, self.checkpoint_options(),
                                   self.training, rng)
 
+    def predictions_path(self, split: str, data: PreprocessedData, latest: bool = False) -> Path:
+        """predictions.SPLIT.jsonl, or predictions.SPLIT.CORPUS.jsonl for each of several corpora."""
+        corpus = f".{data.name}" if len(self.data.corpora) > 1 else ""
+        return self.run_dir / f"predictions.{split}{corpus}{'.latest' if latest else ''}.jsonl"
+
+    def split_scores(self, model: KeyphraseModel, split: str, latest: bool = False) -> dict[str, Any] | None:
+        """One split of every training corpus, decoded and scored (on rank 0; None elsewhere or
+        without references): a corpus's own scores, or several corpora's with their mean."""
+        options, runtime = self.options, self.runtime
+        dev_stores = {data.name: store for data, store in self.data.devs}
+        per_corpus: dict[str, dict[str, Any]] = {}
+        for data in options.corpora:
+            documents = dev_stores.get(data.name) if split == "dev" else None
+            if documents is None:
+                documents = split_store(data, split, self.tokenizer, self.data.features, options.cached_features_dir,
+                                        options.feature_workers)
+            decoding = replace(self.decoding, pooling=phrase_pooling(options.phrase_pooling, data.text_kind()))
+            scores = evaluate_split(model, documents, data, split, runtime, decoding,
+                                    self.tokenizer.pad_token_id or 0, self.predictions_path(split, data, latest),
+                                    options.present_only)
+            if scores is not None:
+                per_corpus[data.name] = scores
+        if not per_corpus:
+            return None
+        if len(options.corpora) == 1:
+            return per_corpus[options.corpora[0].name]
+        best_metrics = {data.name: dataset_class(data.dataset_class).best_metric for data in options.corpora}
+        return mean_over_corpora(per_corpus, best_metrics)
+
+    def selection_score(self, scores: dict[str, Any]) -> float:
+        """What picks the best checkpoint: the dataset class's metric, or for several corpora the
+        mean of each corpus's own."""
+        if "corpora" in scores:
+            return float(scores["selection"])
+        return float(scores[dataset_class(self.options.dataset_class).best_metric])
+
     def evaluate(self, tag: str) -> None:
         """Dev scores; the best checkpoint by the dataset's metric is kept as `best/`."""
-        options, runtime, state = self.options, self.runtime, self.training.state
+        runtime, state = self.runtime, self.training.state
         self.log.flush()
-        scores = None
-        latest = self.run_dir / "predictions.dev.latest.jsonl"
-        if self.data.dev is not None:
-            scores = evaluate_split(self.kept_model, self.data.dev, options.data, "dev", runtime, self.decoding,
-                                    self.tokenizer.pad_token_id or 0, latest, options.present_only)
+        scores = self.split_scores(self.kept_model, "dev", latest=True) if self.data.devs else None
         if runtime.is_main and scores is not None:
-            metric = dataset_class(options.dataset_class).best_metric
             logger.info("dev at step %d (%s):\n%s", state.step, tag, format_split_scores(scores))
             if self.log.writer is not None:
-                for name, value in scores.items():
-                    if "@" in name:
-                        self.log.writer.add_scalar(f"dev/{name.replace('@', '_')}", value, state.step)
+                for corpus, corpus_scores in [("", scores), *((f"{name}/", value) for name, value
+                                                             in scores.get("corpora", {}).items())]:
+                    for name, value in corpus_scores.items():
+                        if "@" in name:
+                            self.log.writer.add_scalar(f"dev/{corpus}{name.replace('@', '_')}", value, state.step)
             with open(self.run_dir / "eval_history.jsonl", "a") as history:
                 history.write(json.dumps({"step": state.step, "epoch": state.epoch, "tag": tag, **scores}) + "\n")
-            if scores[metric] > state.best_score:
-                state.best_score, state.best_step = scores[metric], state.step
+            selected = self.selection_score(scores)
+            if selected > state.best_score:
+                state.best_score, state.best_step = selected, state.step
                 save_checkpoint(self.run_dir / "best", self.kept_model, self.tokenizer, self.checkpoint_options(),
                                 scores={"dev": scores})
                 write_json(self.run_dir / "best_dev_metrics.json", {"step": state.step, **scores})
-                latest.replace(self.run_dir / "predictions.dev.jsonl")
-                logger.info("new best %s = %.4f at step %d", metric, scores[metric], state.step)
-            if options.save_checkpoint:
+                for data in self.options.corpora:
+                    self.predictions_path("dev", data, latest=True).replace(self.predictions_path("dev", data))
+                logger.info("new best %s = %.4f at step %d", scores.get("selection_metric") or
+                            dataset_class(self.options.dataset_class).best_metric, selected, state.step)
+            if self.options.save_checkpoint:
                 save_checkpoint(self.run_dir / tag, self.kept_model, self.tokenizer, self.checkpoint_options())
         if runtime.is_main:
-            latest.unlink(missing_ok=True)
+            for data in self.options.corpora:
+                self.predictions_path("dev", data, latest=True).unlink(missing_ok=True)
         state.best_score, state.best_step = runtime.from_main(state.best_score, state.best_step)
         self.save_last()
 
@@ -419,8 +506,12 @@ class Keeper:
         return bool(self.runtime.ranks_where(time.monotonic() - self.last_saved >= 60 * minutes))
 
     def at_epoch_end(self) -> None:
-        if not self.evaluated_now():
+        if self.evaluated_now():
+            return
+        if self.options.eval_each_epoch:
             self.evaluate(f"epoch_{self.training.state.epoch}")
+        else:
+            self.save_last()
 
     def at_training_end(self) -> None:
         self.evaluate("final")
@@ -432,7 +523,8 @@ class Keeper:
         too (every rank gets rank 0's answer, so all take the same path)."""
         metrics = None
         path = self.run_dir / "best_dev_metrics.json"
-        if self.runtime.is_main and path.is_file() and (self.run_dir / "predictions.dev.jsonl").is_file():
+        kept = all(self.predictions_path("dev", data).is_file() for data in self.options.corpora)
+        if self.runtime.is_main and path.is_file() and kept:
             recorded = json.loads(path.read_text())
             if recorded.pop("step") == self.training.state.best_step:
                 metrics = recorded
@@ -448,20 +540,14 @@ class Keeper:
         best_dev = self.best_dev_metrics()
         if best_dev is not None:  # the best checkpoint's dev scores and predictions, from its evaluation
             metrics["dev"] = best_dev
-            logger.info("best checkpoint on dev: evaluated at step %d, predictions.dev.jsonl written then",
+            logger.info("best checkpoint on dev: evaluated at step %d, its predictions written then",
                         self.training.state.best_step)
         held_out = [split for split in ("dev", "eval") if split not in options.train_splits]
         for split in ("eval",) if best_dev is not None else held_out:
-            documents = self.data.dev if split == "dev" and self.data.dev is not None else \
-                split_store(options.data, split, self.tokenizer, self.data.features, options.cached_features_dir,
-                            options.feature_workers)
-            scores = evaluate_split(best, documents, options.data, split, runtime, self.decoding,
-                                    self.tokenizer.pad_token_id or 0, self.run_dir / f"predictions.{split}.jsonl",
-                                    options.present_only)
+            scores = self.split_scores(best, split)
             if runtime.is_main and scores is not None:
                 metrics[split] = scores
-                logger.info("best checkpoint on %s (%d documents):\n%s", split, len(documents),
-                            format_split_scores(scores))
+                logger.info("best checkpoint on %s:\n%s", split, format_split_scores(scores))
         if runtime.is_main:
             write_json(self.run_dir / "metrics.json", metrics)
             checkpoints.record_scores(self.run_dir / "best", metrics)
@@ -530,8 +616,8 @@ def total_train_steps(options: TrainOptions, steps_per_epoch: int, world_size: i
 # Options a resumed run may take anew: the budget, logging, evaluation and saving cadence,
 # where caches live, and how this process runs. Any other change would silently not happen.
 RESUMABLE_OPTIONS = frozenset({
-    "max_train_steps", "max_train_epochs", "display_iter", "eval_every", "save_every", "save_every_minutes",
-    "save_checkpoint", "use_viso", "test_after_training", "per_gpu_test_batch_size", "return_num",
+    "max_train_steps", "max_train_epochs", "display_iter", "eval_every", "eval_each_epoch", "save_every",
+    "save_every_minutes", "save_checkpoint", "use_viso", "test_after_training", "per_gpu_test_batch_size", "return_num",
     "cached_features_dir", "feature_workers", "num_workers", "no_cuda", "local_rank", "resume", "run_mode",
     "output_dir",
 })
@@ -543,12 +629,16 @@ def prepare_run_dir(options: TrainOptions, given: set[str], runtime: Runtime
     be refused is refused here, before a run folder exists. A resumed run keeps its saved
     options: it may change only RESUMABLE_OPTIONS, and a change to any other is refused."""
     if options.resume is None:
-        if options.dataset_class is None:
+        if options.train_datasets and given & {"dataset_class", "dataset_name"}:
+            raise SystemExit("bertkpe train: --train_datasets names every corpus (CLASS:NAME where its class is not "
+                             "recorded): leave out --dataset_class and --dataset_name")
+        if options.dataset_class is None and not options.train_datasets:
             raise SystemExit("bertkpe train: --dataset_class is required (unless continuing a run with --resume)")
         if options.init_checkpoint:
             options = replace(options, pretrain_model_type=initial_encoder(options, given))
         check_options(options, runtime)
-        name = options.run_name or f"{options.data.name}_{options.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
+        data_name = "+".join(data.name for data in options.corpora)
+        name = options.run_name or f"{data_name}_{options.model_class}_{time.strftime('%Y%m%d-%H%M%S')}"
         # ranks reach this in different seconds, when rank 0 may already have written the
         # folder: all take rank 0's name and rank 0's finding
         name, taken = runtime.from_main(name, (Path(options.output_dir) / name / "options.json").is_file())

@@ -530,7 +530,7 @@ def test_train_splits_matched_with_different_stemmers_are_refused(setup, tmp_pat
     dev.write_text("".join(json.dumps({**row, "stemmer": "none"}) + "\n" for row in read_jsonl(dev)))
     argv = train_argv(setup, "run", "--max_train_steps", "1", "--train_splits", "train", "dev", "--no_eval",
                       "--preprocess_folder", str(data), model_class="bert2tag", output_dir=tmp_path)
-    with pytest.raises(SystemExit, match=r"the splits train and dev were matched with different stemmers "
+    with pytest.raises(SystemExit, match=r"the splits train and dev of kp20k were matched with different stemmers "
                                          r"\(none, porter\): preprocess them together"):
         run_command("train", argv)
 

@@ -318,9 +318,9 @@ def test_training_on_sampled_windows_draws_a_run_of_windows_per_epoch(setup, tmp
     plan = WindowBatchSampler.plan
 
     def recording(self, epoch):
-        first, count, batches, mine = plan(self, epoch)
-        drawn.setdefault(epoch, list(zip(range(len(first)), first.tolist(), count.tolist())))
-        return first, count, batches, mine
+        chosen, first, count, batches, mine = plan(self, epoch)
+        drawn.setdefault(epoch, list(zip(chosen.tolist(), first.tolist(), count.tolist())))
+        return chosen, first, count, batches, mine
 
     windows_seen = []
     forward = KeyphraseModel.forward

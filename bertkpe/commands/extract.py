@@ -20,7 +20,7 @@ from bertkpe.runtime import Runtime, setup_runtime, teardown_runtime
 
 
 RECORD_OPTIONS = ["input", "format", "lines", "checkpoint", "revision", "word_splitter", "top_k", "batch_size",
-                  "chunk_size", "offsets", "as_written", "max_doc_tokens", "phrase_pooling", "int8"]
+                  "chunk_size", "offsets", "as_written", "max_doc_tokens", "phrase_pooling", "text_kind", "int8"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace, given: set[str]) -> int:
                                                            device=runtime.device,
                                                            word_splitter=options.word_splitter,
                                                            max_doc_tokens=options.max_doc_tokens,
-                                                           phrase_pooling=options.phrase_pooling, int8=options.int8)
+                                                           phrase_pooling=options.phrase_pooling,
+                                                           text_kind=options.text_kind, int8=options.int8)
         except (FileNotFoundError, ValueError, OSError, ImportError) as error:
             return _error(f"{options.checkpoint}: cannot load the checkpoint ({error})")
         except (RuntimeError, AssertionError) as error:  # a device torch cannot use

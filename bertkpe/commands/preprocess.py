@@ -6,7 +6,7 @@ import logging
 import sys
 
 from bertkpe.data.sources import MissingSourceError
-from bertkpe.dataset_classes import DATASET_CLASSES
+from bertkpe.dataset_classes import DATASET_CLASSES, TEXT_KINDS
 from bertkpe.files import LineError
 from bertkpe.preprocessing import PreprocessError, preprocess
 
@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_phrase_words", type=int, default=5,
                         help="present keyphrases longer than this are counted (models cannot predict them)")
     parser.add_argument("--language", default=None, help="multidata: language tag overriding the corpus lan.txt")
+    parser.add_argument("--text_kind", default=None, choices=TEXT_KINDS,
+                        help="what the documents are, which picks their document-pooling weights when they are "
+                             "ranked (default: the dataset class's: papers for kp20k, pages for openkp; for "
+                             "multidata, unrecorded, ranked as papers unless a test or extraction says otherwise)")
     parser.add_argument("--split_seed", type=int, default=42, help="multidata: seed of the train/dev/eval shuffle")
     parser.add_argument("--split_ratio", type=float, nargs=3, default=[0.7, 0.15, 0.15],
                         metavar=("TRAIN", "DEV", "EVAL"), help="multidata: split proportions")

@@ -21,7 +21,8 @@ from bertkpe.files import replaced
 
 logger = logging.getLogger("bertkpe")
 
-INSPEC_URL = "https://github.com/LIAAD/KeywordExtractor-Datasets/raw/master/datasets/Inspec.zip"
+LIAAD_URL = "https://github.com/LIAAD/KeywordExtractor-Datasets/raw/master/datasets/{name}.zip"
+INSPEC_URL = LIAAD_URL.format(name="Inspec")
 KP20K_FILES = tuple(DATASET_CLASSES["kp20k"].source_files[split] for split in ("train", "dev", "eval"))
 SPLIT_SIZES = (1000, 500, 500)
 
@@ -63,11 +64,28 @@ def ensure_default_data(data_dir: Path, shared_datasets: Path | None) -> tuple[P
         return data_dir, f"local copy in {local}"
     if shared_datasets is not None and all((shared_datasets / "kp20k" / name).is_file() for name in KP20K_FILES):
         return shared_datasets, f"shared datasets folder {shared_datasets / 'kp20k'}"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    archive = data_dir / "Inspec.zip"
-    if not archive.is_file():
-        logger.info("downloading %s", INSPEC_URL)
-        with urllib.request.urlopen(INSPEC_URL, timeout=120) as response, replaced(archive, "wb") as out:
-            shutil.copyfileobj(response, out)
+    archive, _ = download_liaad("Inspec", data_dir)
     write_kp20k_layout(inspec_records(archive), local)
     return data_dir, f"LIAAD Inspec.zip ({INSPEC_URL}) rewritten into {local}"
+
+
+def download_liaad(name: str, data_dir: Path) -> tuple[Path, str]:
+    """`data_dir/NAME.zip`, downloaded from the LIAAD repository unless already there."""
+    archive = data_dir / f"{name}.zip"
+    url = LIAAD_URL.format(name=name)
+    if not archive.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        logger.info("downloading %s", url)
+        with urllib.request.urlopen(url, timeout=120) as response, replaced(archive, "wb") as out:
+            shutil.copyfileobj(response, out)
+    return archive, url
+
+
+def ensure_liaad_corpus(name: str, data_dir: Path, shared_datasets: Path | None) -> tuple[Path, str]:
+    """A published LIAAD archive NAME.zip (local copy, shared datasets folder, or downloaded),
+    and a sentence saying where it came from."""
+    for folder in (data_dir, shared_datasets / "liaad" if shared_datasets is not None else None):
+        if folder is not None and (folder / f"{name}.zip").is_file():
+            return folder / f"{name}.zip", f"{folder / name}.zip"
+    archive, url = download_liaad(name, data_dir)
+    return archive, f"{url}, downloaded to {archive}"

@@ -40,6 +40,11 @@ PYSTEMMER_BY_ISO = {
 PYSTEMMER_NAMES = frozenset(PYSTEMMER_BY_ISO.values())
 
 
+def language_code(language: str) -> str:
+    """The primary subtag of a language tag, lower-cased ("en-US" -> "en")."""
+    return language.strip().lower().replace("_", "-").split("-")[0]
+
+
 @lru_cache(maxsize=None)
 def stemmer_for_language(language: str | None) -> str:
     """Stemmer name for a language tag such as "fr" or "en-US".
@@ -50,7 +55,7 @@ def stemmer_for_language(language: str | None) -> str:
     """
     if not language:
         return NO_STEMMER
-    code = language.strip().lower().replace("_", "-").split("-")[0]
+    code = language_code(language)
     if code == "en":
         return "porter"
     stemmer = SNOWBALL_BY_ISO.get(code) or PYSTEMMER_BY_ISO.get(code)
