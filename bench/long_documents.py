@@ -36,6 +36,7 @@ from bertkpe.dataset_classes import dataset_class
 from bertkpe.decoding import MAX_POOLING, PhrasePooling, decode_batch
 from bertkpe.metrics import read_keyphrase_file, score
 from bertkpe.models import load_model, read_kpe_config
+from bertkpe.options import document_options
 
 SPLITS = ("train", "dev", "eval")
 GRID = {"frequency_weight": (0.0, 0.05, 0.1, 0.25), "position_weight": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)}
@@ -129,14 +130,16 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(str(checkpoint))
     max_token = int(kpe.get("max_token") or 510)
     rows, timings = {}, {}
-    options = FeatureOptions(str(checkpoint), max_token, int(kpe["max_phrase_words"]))
+    # windows share the overlap `scripts/test.py` gives them (at most a quarter of a window)
+    options = FeatureOptions(str(checkpoint), max_token, int(kpe["max_phrase_words"]),
+                             window_overlap=document_options(max_token, args.max_doc_tokens, None)[1])
     cache = Path(args.workdir) / "scores" / hashlib.sha256(
         f"{checkpoint.resolve()}:{(checkpoint / 'model.safetensors').stat().st_mtime_ns}".encode()).hexdigest()[:16]
     truncated_features, truncated_scores, timings["truncated"] = mention_scores(
         model, tokenizer, everything, options, args.batch_windows, cache / f"{args.name}.truncated.pt")
     whole_features, whole_scores, timings["whole"] = mention_scores(
         model, tokenizer, everything, dataclasses.replace(options, max_doc_tokens=args.max_doc_tokens),
-        args.batch_windows, cache / f"{args.name}.whole_{args.max_doc_tokens}.pt")
+        args.batch_windows, cache / f"{args.name}.whole_{args.max_doc_tokens}.overlap{options.window_overlap}.pt")
     rows["truncated, max pooling"] = decode(truncated_features, truncated_scores, MAX_POOLING)
     rows["whole, max pooling"] = decode(whole_features, whole_scores, MAX_POOLING)
     defaults = PhrasePooling()

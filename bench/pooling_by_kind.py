@@ -6,7 +6,7 @@
 
 Each corpus is a folder `bertkpe preprocess` wrote (its dataset class read from its
 preprocess_stats.json). The checkpoint scores the dev and test documents of each, read
-whole; the dev mention scores are then decoded under every pair of weights of the grid
+whole as `scripts/test.py` reads them (windows sharing the default overlap); the dev mention scores are then decoded under every pair of weights of the grid
 (`long_documents.GRID`: occurrence count, first position) and the pair with the best dev
 score by the dataset class's metric is chosen (on a tie, the smaller weights). Printed:
 per kind, max pooling, the papers weights in force, and the chosen pair, on dev and test,
@@ -32,6 +32,7 @@ from bertkpe.decoding import DOCUMENT_POOLING, MAX_POOLING, REFERENCE_WORDS, Phr
 from bertkpe.evaluation import scoring_of
 from bertkpe.metrics import read_keyphrase_file, score
 from bertkpe.models import load_model, read_kpe_config
+from bertkpe.options import DEFAULT_MAX_DOC_TOKENS, document_options
 
 
 def split_scores(predictions, references, scoring, metric: str) -> dict[str, float]:
@@ -53,8 +54,10 @@ def main(argv=None) -> int:
     kpe = read_kpe_config(checkpoint)
     model = load_model(checkpoint).eval()
     tokenizer = load_tokenizer(str(checkpoint))
-    options = FeatureOptions(str(checkpoint), int(kpe.get("max_token") or 510), int(kpe["max_phrase_words"]),
-                             max_doc_tokens=16384)
+    max_token = int(kpe.get("max_token") or 510)
+    max_doc_tokens, overlap = document_options(max_token, DEFAULT_MAX_DOC_TOKENS, None)  # as `scripts/test.py` reads
+    options = FeatureOptions(str(checkpoint), max_token, int(kpe["max_phrase_words"]), max_doc_tokens=max_doc_tokens,
+                             window_overlap=overlap)
     report = {}
     for spec in args.corpus:
         kind, _, folder = spec.partition("=")
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
             records = read_records(data.split_file(split))
             features, scores, seconds = mention_scores(
                 model, tokenizer, records, options, args.batch_windows,
-                Path(args.workdir) / checkpoint.resolve().parent.name / f"{data.name}.{split}.pt")
+                Path(args.workdir) / checkpoint.resolve().parent.name / f"{data.name}.{split}.overlap{overlap}.pt")
             parts[split] = (features, scores, read_keyphrase_file(data.reference_file(split)), scoring_of(data, split))
         long_docs = sum(doc.num_words > REFERENCE_WORDS for doc in parts["dev"][0])
         grid = []

@@ -54,10 +54,10 @@ class PhrasePooling:
     occurrence count (log) and first position (1 at the start, 0 at the end)."""
 
     mode: str = "document"
-    # chosen on the SemEval2010 dev split with the `make demo` model (bench/long_documents.py):
-    # first position carries the evidence, occurrence count only lifted frequent filler n-grams
+    # papers' weights (DOCUMENT_POOLING): first position carries the evidence; occurrence
+    # count only lifted frequent filler n-grams
     frequency_weight: float = 0.0
-    position_weight: float = 1.0
+    position_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "document"):
@@ -66,13 +66,15 @@ class PhrasePooling:
 
 MAX_POOLING = PhrasePooling("max")
 
-# Document pooling weights (frequency, position) for each kind of text, chosen on dev
-# (bench/pooling_by_kind.py, README "Whole documents"). Abstracts and other texts of at
-# most REFERENCE_WORDS words are ranked by max pooling whatever their kind.
+# Document pooling weights (frequency, position) for each kind of text, each the best of a
+# grid on a dev split with the general English model (bench/pooling_by_kind.py, README
+# "Whole documents"): papers on SemEval2010, news on 500N-KPCrowd, pages on the same news
+# in the OpenKP layout. Abstracts and other texts of at most REFERENCE_WORDS words are
+# ranked by max pooling whatever their kind.
 DOCUMENT_POOLING: dict[str, PhrasePooling] = {
-    "papers": PhrasePooling("document", frequency_weight=0.0, position_weight=1.0),
-    "news": PhrasePooling("document", frequency_weight=0.0, position_weight=1.0),
-    "pages": PhrasePooling("document", frequency_weight=0.0, position_weight=1.0),
+    "papers": PhrasePooling("document", frequency_weight=0.0, position_weight=0.5),
+    "news": PhrasePooling("document", frequency_weight=0.05, position_weight=0.5),
+    "pages": PhrasePooling("document", frequency_weight=0.0, position_weight=2.0),
 }
 
 

@@ -155,3 +155,38 @@ def test_train_datasets_refuses_dataset_class_and_unknown_corpora(setup, tmp_pat
         run_command("train", argv + ["--train_datasets", "kp20k", "short"])
     with pytest.raises(SystemExit, match="--sampling_temperature must be above 0"):
         run_command("train", argv + ["--train_datasets", "kp20k", "kp20k:short", "--sampling_temperature", "0"])
+
+
+def test_the_general_recipe_end_to_end_on_the_shared_corpora(datasets, setup, tmp_path):
+    """`scripts/general.py` as `make general` runs it, with the tiny encoder and two steps:
+    five corpora preprocessed with their kinds, one run over all, each alone, the table."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT, SUBPROCESS_ENV
+
+    command = [sys.executable, str(ROOT / "scripts" / "general.py"), "--shared_datasets", str(datasets),
+               "--data_dir", str(tmp_path / "dataset"), "--preprocess_folder", str(tmp_path / "prepro"),
+               "--output_dir", str(tmp_path / "results"), "--run_name", "general", "--alone",
+               "--pretrain_model_type", str(setup["encoder"]), "--cached_features_dir", str(tmp_path / "cache"),
+               "--max_train_steps", "2", "--max_token", "96", "--max_doc_tokens", "192", "--no_cuda"]
+    result = subprocess.run(command, cwd=tmp_path, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    names = ["inspec", "kdd", "semeval2017", "kpcrowd", "semeval2010"]
+    kinds = {json.loads((tmp_path / "prepro" / name / "preprocess_stats.json").read_text())["text_kind"]
+             for name in names}
+    assert kinds == {"papers", "news"}
+    split = json.loads((tmp_path / "prepro" / "semeval2010" / "split.json").read_text())
+    assert split["seed"] == 42 and [len(split[part]) for part in ("train", "dev", "eval")] == [170, 36, 37]
+    run = tmp_path / "results" / "general"
+    kpe = json.loads((run / "best" / "kpe_config.json").read_text())
+    assert [entry["dataset_name"] for entry in kpe["training"]["corpora"]] == names
+    assert kpe["text_kind"] is None  # papers and news
+    table = json.loads((run / "general_table.json").read_text())
+    assert list(table) == names
+    for name in names:
+        assert set(table[name]) == {"general", "alone", "YAKE"}
+        alone = json.loads((tmp_path / "results" / f"general_alone_{name}" / "metrics.json").read_text())
+        assert table[name]["alone"]["F1@5"] == alone["eval"]["F1@5"]
+    assert table["semeval2010"]["general"]["num_docs"] == 37 and table["inspec"]["general"]["num_docs"] == 500
+    assert "| semeval2010 (full papers) | 37 |" in result.stdout

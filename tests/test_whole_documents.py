@@ -365,18 +365,20 @@ def test_extract_command_reads_whole_documents_unless_capped(tmp_path, capsys):
 
 
 def test_default_document_pooling_weighs_first_position():
-    assert PhrasePooling() == PhrasePooling("document", frequency_weight=0.0, position_weight=1.0)
-    # 1390 words; "late" once at word 1200 scores 1.0, "early" once at word 10 scores 0.5 and
-    # everything else 0: early 0.5 + log(1390 / 512) * (1 - 10 / 1390) = 1.4916,
-    # late 1.0 + log(1390 / 512) * (1 - 1200 / 1390) = 1.1365
+    from bertkpe.decoding import DOCUMENT_POOLING
+
+    assert PhrasePooling() == DOCUMENT_POOLING["papers"] == PhrasePooling("document", 0.0, 0.5)
+    # 1390 words; "late" once at word 1200 scores 1.0, "early" once at word 10 scores 0.7 and
+    # everything else 0: early 0.7 + log(1390 / 512) * 0.5 * (1 - 10 / 1390) = 1.1958,
+    # late 1.0 + log(1390 / 512) * 0.5 * (1 - 1200 / 1390) = 1.0683
     words = [f"w{index}" for index in range(1390)]
     words[10], words[1200] = "early", "late"
     (doc,) = featurize([make_record(words)], max_token=100, max_doc_tokens=16384, window_overlap=20)
     batch = collate([doc], pad_token_id=0)
     scores = torch.zeros(batch.phrase_grid.shape).masked_fill(~batch.mention_mask, float("-inf"))
-    scores[0, 0, 10], scores[0, 0, 1200] = 0.5, 1.0
+    scores[0, 0, 10], scores[0, 0, 1200] = 0.7, 1.0
     (ranked,) = decode_batch(scores, batch, [doc], top_k=2)
     weight = math.log(1390 / 512)
     assert ranked.phrases == [["early"], ["late"]]
-    assert ranked.scores == [pytest.approx(0.5 + weight * (1 - 10 / 1390)),
-                             pytest.approx(1.0 + weight * (1 - 1200 / 1390))]
+    assert ranked.scores == [pytest.approx(0.7 + weight * 0.5 * (1 - 10 / 1390)),
+                             pytest.approx(1.0 + weight * 0.5 * (1 - 1200 / 1390))]
