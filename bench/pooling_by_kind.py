@@ -6,7 +6,8 @@
 
 Each corpus is a folder `bertkpe preprocess` wrote (its dataset class read from its
 preprocess_stats.json). The checkpoint scores the dev and test documents of each, read
-whole as `scripts/test.py` reads them (windows sharing the default overlap); the dev mention scores are then decoded under every pair of weights of the grid
+whole as `scripts/test.py` reads them (windows sharing the default overlap); the dev
+mention scores are then decoded under every pair of weights of the grid
 (`long_documents.GRID`: occurrence count, first position) and the pair with the best dev
 score by the dataset class's metric is chosen (on a tie, the smaller weights). Printed:
 per kind, max pooling, the papers weights in force, and the chosen pair, on dev and test,

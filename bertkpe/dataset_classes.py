@@ -93,7 +93,8 @@ DATASET_CLASSES: dict[str, DatasetClass] = {
         name="kp20k", word_splitter="kp20k", stemmer="porter", protocol="kp20k", best_metric="F1@5",
         reference_train_steps=73430,
         source_files={"train": "kp20k_training.json", "dev": "kp20k_validation.json", "eval": "kp20k_testing.json"},
-        train_words=(20, 300), language="en", text_kind="papers"),  # Meng et al. (2017) train on KP20K documents of 20..300 words
+        # Meng et al. (2017) train on KP20K documents of 20..300 words
+        train_words=(20, 300), language="en", text_kind="papers"),
     "multidata": DatasetClass(
         name="multidata", word_splitter="liaad", stemmer=None, protocol="kp20k", best_metric="F1@5"),
 }

@@ -373,10 +373,11 @@ class StepLog:
 # ----------------------------------------------------------------------------- evaluations and checkpoints
 
 class Keeper:
-    """What training leaves on disk, and when. A dev evaluation (which keeps the best
-    checkpoint as `best/` and rewrites `last/`) every `--eval_every` steps and at each
-    epoch's end, once where the two meet; otherwise `last/` every `--save_every` steps and
-    once `--save_every_minutes` have passed since it was last written. The last step is
+    """What training leaves on disk, and when. A dev evaluation of every training corpus
+    (which keeps the best checkpoint as `best/` and rewrites `last/`) every `--eval_every`
+    steps and at each epoch's end (unless --no-eval_each_epoch), once where the two meet;
+    otherwise `last/` every `--save_every` steps and once `--save_every_minutes` have
+    passed since it was last written. The last step is
     evaluated once, as the final evaluation; without dev data its weights are `best/`.
     With `--ema_decay` the weights evaluated and kept are the moving average."""
 

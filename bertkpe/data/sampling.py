@@ -1,6 +1,7 @@
 """What one epoch of training reads: the trainable documents of one or more feature
-stores, the window run drawn from each long document, and each rank's micro-batches,
-as a `torch.utils.data` dataset and batch sampler.
+stores (of one or more corpora, each drawn its share of the epoch), the window run drawn
+from each long document, and each rank's micro-batches, as a `torch.utils.data` dataset
+and batch sampler.
 
 Everything here is decided from the stores' per-document columns (windows, sub-tokens,
 gold spans, phrases) without loading a document; a document is read from its store only
@@ -170,7 +171,8 @@ class WindowBatchSampler(Sampler[list[Item]]):
     def __iter__(self) -> Iterator[list[Item]]:
         chosen, first, count, plan, mine = self.plan(self.epoch)
         for batch_id in mine[self.start:].tolist():
-            yield [(int(chosen[place]), int(first[place]), int(count[place])) for place in plan.batch(batch_id).tolist()]
+            yield [(int(chosen[place]), int(first[place]), int(count[place]))
+                   for place in plan.batch(batch_id).tolist()]
 
     def micro_batches(self, epoch: int) -> list[list[Item]]:
         """All of this rank's micro-batches of `epoch`, from its start."""
