@@ -28,7 +28,7 @@ from long_documents import GRID, decode, mention_scores
 from bertkpe.data.features import FeatureOptions, read_records
 from bertkpe.data.preprocessed import PreprocessedData
 from bertkpe.data.tokenizers import load_tokenizer
-from bertkpe.dataset_classes import DATASET_CLASSES, dataset_class
+from bertkpe.dataset_classes import dataset_class
 from bertkpe.decoding import DOCUMENT_POOLING, MAX_POOLING, REFERENCE_WORDS, PhrasePooling
 from bertkpe.evaluation import scoring_of
 from bertkpe.metrics import read_keyphrase_file, score
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     for spec in args.corpus:
         kind, _, folder = spec.partition("=")
         folder = Path(folder)
-        data = PreprocessedData.named(folder.parent, folder.name, DATASET_CLASSES)
+        data = PreprocessedData.named(folder.parent, folder.name)
         metric = dataset_class(data.dataset_class).best_metric
         parts = {}
         for split in ("dev", "eval"):

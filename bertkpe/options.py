@@ -140,7 +140,7 @@ class TrainOptions(DataOptions, DocumentOptions, RunOptions):
         --dataset_class/--dataset_name."""
         if not self.train_datasets:
             return [self.data]
-        return [PreprocessedData.named(self.preprocess_folder, spec, DATASET_CLASSES) for spec in self.train_datasets]
+        return [PreprocessedData.named(self.preprocess_folder, spec) for spec in self.train_datasets]
 
     def resolve(self) -> None:
         """Check the options that can be checked before any work, and make defaults that

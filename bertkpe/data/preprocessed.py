@@ -51,9 +51,11 @@ class PreprocessedData:
         return self.stats().get("text_kind") or (kind.text_kind if kind is not None else None)
 
     @classmethod
-    def named(cls, folder: str | Path, spec: str, dataset_classes: Any) -> "PreprocessedData":
+    def named(cls, folder: str | Path, spec: str) -> "PreprocessedData":
         """A preprocessed corpus under `folder` by `NAME` or `CLASS:NAME`: without a class, the
         one its preprocess_stats.json records, else NAME itself where it is a dataset class."""
+        from bertkpe.dataset_classes import DATASET_CLASSES as dataset_classes
+
         dataset_class, _, name = spec.rpartition(":")
         if not name:
             raise SystemExit(f"error: {spec!r} names no corpus: give NAME or CLASS:NAME")
